@@ -1,0 +1,235 @@
+/**
+ * DMA attributes: the direction bits and RELAXED, as a number or as a flag object.
+ *
+ * @module
+ */
+import { z } from 'zod';
+import { DMAError } from './errors.js';
+import { describe } from './internal/describe.js';
+
+/**
+ * The attribute bits. READ and WRITE have the values of QEMU's `IOMMU_RO`/`IOMMU_WO`,
+ * virtio-iommu's `MAP_F_READ`/`MAP_F_WRITE` and vm-memory's `Permissions`, so one value
+ * serves both as the attributes of an access and as an IOMMU permission.
+ *
+ * @example
+ * ```ts
+ * ctx.read(descAddr, desc);                                       // READ: acquire after
+ * ctx.write(bufAddr, payload, DMAAttributes.RELAXED);             // WRITE | RELAXED: no barrier
+ * domain.map(iova, gpa, 4096, DMAAttributes.BIDIRECTIONAL);       // a read-write mapping
+ * ```
+ */
+export const DMAAttributes = {
+  /** The device reads guest memory (was `DMA_DIRECTION_TO_DEVICE`). */
+  READ: 0b0001,
+  /** The device writes guest memory (was `DMA_DIRECTION_FROM_DEVICE`). */
+  WRITE: 0b0010,
+  /** `READ | WRITE`: only `map`, `unmap`, `valid` and IOMMU permissions take it. */
+  BIDIRECTIONAL: 0b0011,
+  /** No ordering barrier: the caller orders the access itself (or needs no order). */
+  RELAXED: 0b0100,
+} as const;
+
+/** A bitfield of {@link DMAAttributes} values: an integer with no bit outside `0b0111`. */
+export type DMAAttributes = number;
+
+/**
+ * The attributes as named booleans. A missing key is `false`. Unknown keys are an error,
+ * so that a misspelt `{ relaxd: true }` cannot silently mean "ordered".
+ */
+export interface DMAFlags {
+  /** The device reads guest memory. */
+  read?: boolean;
+  /** The device writes guest memory. */
+  write?: boolean;
+  /** No ordering barrier. */
+  relaxed?: boolean;
+}
+
+/** What every API taking attributes accepts: the bitfield or a flag object. */
+export type DMAAttributesLike = DMAAttributes | DMAFlags;
+
+/**
+ * The strict zod schema of a {@link DMAFlags} object: unknown keys and non-boolean values
+ * are rejected. The accessors validate flag objects with this schema's rules; a hand-written
+ * pre-check that agrees with it keeps zod off the hot path for valid objects.
+ */
+export const DMAFlagsSchema = z
+  .object({
+    read: z.boolean().optional(),
+    write: z.boolean().optional(),
+    relaxed: z.boolean().optional(),
+  })
+  .strict();
+
+const { READ, WRITE, RELAXED } = DMAAttributes;
+const ALL_BITS = READ | WRITE | RELAXED;
+
+/**
+ * The bits of a flag object that is plainly valid, or -1 when it needs the schema to
+ * decide (and to name what is wrong). `for…in` over a literal walks V8's enum cache
+ * without allocating, which keeps flag objects within a few nanoseconds of numbers.
+ */
+function fastFlagBits(flags: object): number {
+  if (Array.isArray(flags)) return -1;
+  let bits = 0;
+  for (const key in flags) {
+    const value: unknown = (flags as Record<string, unknown>)[key];
+    if (value === undefined || value === false) {
+      if (key !== 'read' && key !== 'write' && key !== 'relaxed') return -1;
+    } else if (value === true) {
+      if (key === 'read') bits |= READ;
+      else if (key === 'write') bits |= WRITE;
+      else if (key === 'relaxed') bits |= RELAXED;
+      else return -1;
+    } else {
+      return -1;
+    }
+  }
+  return bits;
+}
+
+function schemaFlagBits(flags: unknown, what: string): number {
+  const result = DMAFlagsSchema.safeParse(flags);
+  if (!result.success) {
+    const issue = result.error.issues[0];
+    let detail = 'is not a valid DMAFlags object';
+    if (issue?.code === 'unrecognized_keys') {
+      detail = `has unknown key ${issue.keys.map((key) => JSON.stringify(key)).join(', ')} (expected read, write, relaxed)`;
+    } else if (issue !== undefined && issue.path.length > 0) {
+      const key = String(issue.path[0]);
+      const value = (flags as Record<string, unknown>)[key];
+      detail = `has key "${key}" = ${describe(value)}; expected a boolean`;
+    } else if (issue !== undefined) {
+      detail = `must be a flags object; received ${describe(flags)}`;
+    }
+    throw new DMAError('ERR_DMA_INVALID_ATTRIBUTES', `${what} ${detail}`);
+  }
+  const { read, write, relaxed } = result.data;
+  return (
+    (read === true ? READ : 0) | (write === true ? WRITE : 0) | (relaxed === true ? RELAXED : 0)
+  );
+}
+
+/**
+ * Converts and validates attributes given as a number or a flag object.
+ *
+ * @param like - a bitfield of {@link DMAAttributes} or a {@link DMAFlags} object.
+ * @param what - how error messages name the argument.
+ * @returns the attributes as a number.
+ * @throws {@link DMAError} `ERR_DMA_INVALID_ATTRIBUTES` for a number that is not an
+ * integer within `0b0111`, a flag object with an unknown key or a non-boolean value,
+ * or anything else.
+ *
+ * @example
+ * ```ts
+ * toAttributes({ write: true, relaxed: true }); // 0b0110
+ * toAttributes(DMAAttributes.READ);            // 0b0001
+ * toAttributes({ relaxd: true });              // throws: unknown key "relaxd"
+ * ```
+ */
+export function toAttributes(like: DMAAttributesLike, what = 'attrs'): DMAAttributes {
+  if (typeof like === 'number') {
+    if ((like & ALL_BITS) === like) return like | 0;
+    throw new DMAError(
+      'ERR_DMA_INVALID_ATTRIBUTES',
+      `${what} must be an integer with no bit outside 0b0111 (READ|WRITE|RELAXED); received ${describe(like)}`,
+    );
+  }
+  if (typeof like === 'object' && (like as unknown) !== null) {
+    const bits = fastFlagBits(like);
+    return bits >= 0 ? bits : schemaFlagBits(like, what);
+  }
+  throw new DMAError(
+    'ERR_DMA_INVALID_ATTRIBUTES',
+    `${what} must be a DMAAttributes number or a DMAFlags object; received ${describe(like)}`,
+  );
+}
+
+/**
+ * The attributes as a flag object with all three keys present.
+ *
+ * @param attrs - attributes as a number or flag object.
+ * @returns `{ read, write, relaxed }`.
+ * @throws {@link DMAError} `ERR_DMA_INVALID_ATTRIBUTES` for invalid attributes.
+ *
+ * @example
+ * ```ts
+ * toFlags(DMAAttributes.READ | DMAAttributes.RELAXED); // { read: true, write: false, relaxed: true }
+ * ```
+ */
+export function toFlags(attrs: DMAAttributesLike): Required<DMAFlags> {
+  const bits = toAttributes(attrs);
+  return {
+    read: (bits & READ) !== 0,
+    write: (bits & WRITE) !== 0,
+    relaxed: (bits & RELAXED) !== 0,
+  };
+}
+
+/**
+ * The attributes as text: the set bits joined by `|`, with `BIDIRECTIONAL` for READ and
+ * WRITE together and `NONE` for zero.
+ *
+ * @param attrs - attributes as a number or flag object.
+ * @returns text that {@link parseAttributes} reads back.
+ * @throws {@link DMAError} `ERR_DMA_INVALID_ATTRIBUTES` for invalid attributes.
+ *
+ * @example
+ * ```ts
+ * formatAttributes(DMAAttributes.READ | DMAAttributes.RELAXED); // "READ|RELAXED"
+ * formatAttributes(DMAAttributes.BIDIRECTIONAL);                // "BIDIRECTIONAL"
+ * ```
+ */
+export function formatAttributes(attrs: DMAAttributesLike): string {
+  const bits = toAttributes(attrs);
+  const names: string[] = [];
+  const direction = bits & (READ | WRITE);
+  if (direction === (READ | WRITE)) names.push('BIDIRECTIONAL');
+  else if (direction === READ) names.push('READ');
+  else if (direction === WRITE) names.push('WRITE');
+  if ((bits & RELAXED) !== 0) names.push('RELAXED');
+  return names.length === 0 ? 'NONE' : names.join('|');
+}
+
+const NAMED_BITS: Readonly<Record<string, number>> = {
+  NONE: 0,
+  READ,
+  WRITE,
+  BIDIRECTIONAL: READ | WRITE,
+  RELAXED,
+};
+
+/**
+ * Reads attributes from text: names separated by `|`, in any case, with optional spaces.
+ *
+ * @param text - for example `"write|relaxed"` or `"READ | RELAXED"`.
+ * @returns the attributes as a number.
+ * @throws {@link DMAError} `ERR_DMA_INVALID_ATTRIBUTES` naming an unknown or empty name.
+ *
+ * @example
+ * ```ts
+ * parseAttributes('write|relaxed'); // DMAAttributes.WRITE | DMAAttributes.RELAXED
+ * ```
+ */
+export function parseAttributes(text: string): DMAAttributes {
+  if (typeof text !== 'string') {
+    throw new DMAError(
+      'ERR_DMA_INVALID_ATTRIBUTES',
+      `attributes text must be a string; received ${describe(text)}`,
+    );
+  }
+  let bits = 0;
+  for (const part of text.split('|')) {
+    const name = part.trim().toUpperCase();
+    const value = Object.hasOwn(NAMED_BITS, name) ? NAMED_BITS[name] : undefined;
+    if (value === undefined) {
+      throw new DMAError(
+        'ERR_DMA_INVALID_ATTRIBUTES',
+        `unknown attribute name ${JSON.stringify(part.trim())} in ${JSON.stringify(text)}; expected READ, WRITE, BIDIRECTIONAL, RELAXED or NONE`,
+      );
+    }
+    bits |= value;
+  }
+  return bits;
+}

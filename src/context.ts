@@ -1,0 +1,567 @@
+/**
+ * The DMA context: one device's window on guest memory, with one set of accessors whose
+ * ordering barrier follows from the attributes of each access.
+ *
+ * @module
+ */
+import { DMAAttributes, toAttributes, type DMAAttributesLike } from './attributes.js';
+import {
+  ACQUIRE,
+  FULL,
+  NONE,
+  RELEASE,
+  STRENGTH_NAMES,
+  parseStrength,
+  strengthCode,
+  type BarrierStrength,
+  type Fence,
+} from './barrier.js';
+import { DMAError } from './errors.js';
+import {
+  checkAddress,
+  checkBuffer,
+  checkLength,
+  checkRange,
+  invalidArgument,
+} from './internal/check.js';
+import { copyIn, copyOut } from './internal/copy.js';
+import { describe } from './internal/describe.js';
+import { unassigned, type GuestMemory } from './memory.js';
+
+const { READ, WRITE, RELAXED } = DMAAttributes;
+const DIRECTIONS = READ | WRITE;
+const HOST_LITTLE_ENDIAN = new Uint8Array(Uint16Array.of(1).buffer)[0] === 1;
+
+/** What a {@link DMATraceEvent} records. `rw` and fixed-width accessors trace as `read` or `write`. */
+export type DMATraceOp = 'read' | 'write' | 'set' | 'map' | 'unmap' | 'barrier';
+
+/**
+ * One traced access or barrier. An accessor traces its barrier events where it issues them:
+ * a release barrier event comes before the access event, an acquire barrier event after it,
+ * a full barrier on both sides. `none` barriers are not traced.
+ */
+export interface DMATraceEvent {
+  /** The operation. */
+  readonly op: DMATraceOp;
+  /** The address of the access (an IOVA with an IOMMU); 0 for an explicit barrier. */
+  readonly addr: number;
+  /** Bytes accessed (for `unmap`, the accessed length); 0 for an explicit barrier. */
+  readonly length: number;
+  /** The access's attributes with implied direction bits; 0 for an explicit barrier. */
+  readonly attrs: number;
+  /** The strength the operation asks for, whatever the memory's policy emits for it. */
+  readonly barrier: BarrierStrength;
+}
+
+/** Receives trace events; see {@link DMAContextOptions.trace}. */
+export type DMATrace = (event: DMATraceEvent) => void;
+
+/** Options of a {@link DMAContext}. */
+export interface DMAContextOptions {
+  /**
+   * Called once per access and per barrier, synchronously, in program order. Without it the
+   * hot path pays one branch.
+   */
+  trace?: DMATrace;
+}
+
+/** What `map` remembers so that `unmap` knows which barrier to issue. */
+interface Mapping {
+  readonly addr: number;
+  readonly attrs: number;
+}
+
+function invalidAttributes(message: string): DMAError {
+  return new DMAError('ERR_DMA_INVALID_ATTRIBUTES', message);
+}
+
+/**
+ * The bits of an accessor with an implied direction (`read`, `write`, `set`, fixed-width):
+ * numbers are checked with a mask so that the hot path neither allocates nor calls zod.
+ */
+function impliedBits(attrs: DMAAttributesLike | undefined, implied: number, op: string): number {
+  let bits: number;
+  if (typeof attrs === 'number' && (attrs & 7) === attrs) bits = attrs;
+  else if (attrs === undefined) return implied;
+  else bits = toAttributes(attrs);
+  const other = DIRECTIONS & ~implied;
+  if ((bits & other) !== 0) {
+    throw invalidAttributes(
+      `${op} implies ${implied === READ ? 'READ' : 'WRITE'}; attrs ${describe(attrs)} also set ${other === READ ? 'READ' : 'WRITE'}`,
+    );
+  }
+  return bits | implied;
+}
+
+/** The bits of an accessor that takes its direction from the caller. */
+function directedBits(attrs: DMAAttributesLike, op: string, exactlyOne: boolean): number {
+  const bits = typeof attrs === 'number' && (attrs & 7) === attrs ? attrs : toAttributes(attrs);
+  const direction = bits & DIRECTIONS;
+  if (direction === 0 || (exactlyOne && direction === DIRECTIONS)) {
+    throw invalidAttributes(
+      `${op} needs ${exactlyOne ? 'exactly one of READ or WRITE' : 'READ, WRITE or BIDIRECTIONAL'}; received attrs ${describe(attrs)}`,
+    );
+  }
+  return bits;
+}
+
+/** The strength `map` issues after mapping: acquire for READ, full for BIDIRECTIONAL. */
+function mapStrength(bits: number): number {
+  if ((bits & RELAXED) !== 0 || (bits & READ) === 0) return NONE;
+  return (bits & WRITE) === 0 ? ACQUIRE : FULL;
+}
+
+/** The strength `unmap` issues before releasing: release for WRITE, full for BIDIRECTIONAL. */
+function unmapStrength(bits: number): number {
+  if ((bits & RELAXED) !== 0 || (bits & WRITE) === 0) return NONE;
+  return (bits & READ) === 0 ? RELEASE : FULL;
+}
+
+function swap16(value: number): number {
+  return ((value & 0xff) << 8) | (value >>> 8);
+}
+
+function swap32(value: number): number {
+  return (
+    (((value & 0xff) << 24) |
+      ((value & 0xff00) << 8) |
+      ((value >>> 8) & 0xff00) |
+      (value >>> 24)) >>>
+    0
+  );
+}
+
+const swapView = new DataView(new ArrayBuffer(8));
+function swap64(value: bigint): bigint {
+  swapView.setBigUint64(0, value, true);
+  return swapView.getBigUint64(0, false);
+}
+
+const WIDTH_LIMIT = [0, 0xff, 0xffff, 0, 0xffffffff] as const;
+
+/**
+ * A device's DMA window on a {@link GuestMemory}. Every accessor takes attributes and
+ * issues the barrier they call for: acquire after a READ, release before a WRITE, nothing
+ * for RELAXED (see {@link barrierFor}). A failed access changes no byte of guest memory
+ * and no byte of the caller's buffer.
+ *
+ * @example
+ * ```ts
+ * const ctx = new DMAContext(memory);
+ * const desc = new Uint8Array(16);
+ * ctx.read(descAddr, desc);                               // acquire after: the payload read below sees data at least as new
+ * ctx.read(payloadAddr, payload, DMAAttributes.RELAXED);  // ordered by the acquire above
+ * ctx.write(statusAddr, status, DMAAttributes.RELAXED);
+ * ctx.writeU16LE(usedIdxAddr, nextUsed);                  // release before: the guest sees status first
+ * ```
+ */
+export class DMAContext {
+  /** The guest memory this context accesses. */
+  readonly memory: GuestMemory;
+  readonly #bytes: Uint8Array;
+  readonly #u16: Uint16Array;
+  readonly #u32: Uint32Array;
+  readonly #u64: BigUint64Array;
+  readonly #view: DataView;
+  readonly #fence: Fence;
+  readonly #trace: DMATrace | undefined;
+  readonly #mappings = new WeakMap<Uint8Array, Mapping>();
+
+  /**
+   * @param memory - the guest memory to access.
+   * @param options - see {@link DMAContextOptions}.
+   * @throws {@link DMAError} `ERR_DMA_INVALID_ARGUMENT` for a bad memory or trace.
+   */
+  constructor(memory: GuestMemory, options: DMAContextOptions = {}) {
+    if (
+      typeof memory !== 'object' ||
+      (memory as unknown) === null ||
+      !(memory.bytes instanceof Uint8Array)
+    ) {
+      invalidArgument('memory', 'a GuestMemory', memory);
+    }
+    const trace: unknown = options.trace;
+    if (trace !== undefined && typeof trace !== 'function')
+      invalidArgument('trace', 'a function', trace);
+    this.memory = memory;
+    this.#trace = trace as DMATrace | undefined;
+    const buffer = memory.buffer;
+    const byteLength = buffer.byteLength;
+    this.#bytes = memory.bytes;
+    this.#u16 = new Uint16Array(buffer, 0, Math.floor(byteLength / 2));
+    this.#u32 = new Uint32Array(buffer, 0, Math.floor(byteLength / 4));
+    this.#u64 = new BigUint64Array(buffer, 0, Math.floor(byteLength / 8));
+    this.#view = new DataView(buffer);
+    this.#fence = memory.fence;
+  }
+
+  /**
+   * Reads guest memory into `buf` or writes `buf` to guest memory, as the attributes say.
+   *
+   * @param addr - the guest address (an IOVA with an IOMMU).
+   * @param buf - the device's buffer; the access is `buf.length` bytes.
+   * @param attrs - exactly one of READ or WRITE, optionally with RELAXED.
+   * @throws {@link DMAError} `ERR_DMA_INVALID_ATTRIBUTES` without exactly one direction;
+   * `ERR_DMA_INVALID_ARGUMENT` for a bad address or buffer; {@link DMAFault} when the range
+   * is not all accessible. No byte moves then.
+   */
+  rw(addr: number, buf: Uint8Array, attrs: DMAAttributesLike): void {
+    const bits = directedBits(attrs, 'rw', true);
+    this.#transfer(addr, buf, bits);
+  }
+
+  /**
+   * The device reads guest memory into `buf`. READ is implied; an acquire barrier follows
+   * unless `attrs` adds RELAXED.
+   *
+   * @param addr - the guest address (an IOVA with an IOMMU).
+   * @param buf - receives `buf.length` bytes.
+   * @param attrs - optionally RELAXED; a WRITE bit is an error.
+   * @throws {@link DMAError} / {@link DMAFault} as {@link DMAContext.rw}.
+   */
+  read(addr: number, buf: Uint8Array, attrs?: DMAAttributesLike): void {
+    this.#transfer(addr, buf, impliedBits(attrs, READ, 'read'));
+  }
+
+  /**
+   * The device writes `data` to guest memory. WRITE is implied; a release barrier comes
+   * first unless `attrs` adds RELAXED.
+   *
+   * @param addr - the guest address (an IOVA with an IOMMU).
+   * @param data - the bytes to write.
+   * @param attrs - optionally RELAXED; a READ bit is an error.
+   * @throws {@link DMAError} / {@link DMAFault} as {@link DMAContext.rw}.
+   */
+  write(addr: number, data: Uint8Array, attrs?: DMAAttributesLike): void {
+    this.#transfer(addr, data, impliedBits(attrs, WRITE, 'write'));
+  }
+
+  /**
+   * The device fills `length` bytes of guest memory with `value` (a memset). WRITE is implied.
+   *
+   * @param addr - the guest address (an IOVA with an IOMMU).
+   * @param value - the byte, an integer from 0 to 255.
+   * @param length - how many bytes.
+   * @param attrs - optionally RELAXED; a READ bit is an error.
+   * @throws {@link DMAError} `ERR_DMA_INVALID_ARGUMENT` for a value that is not a byte;
+   * otherwise as {@link DMAContext.rw}.
+   */
+  set(addr: number, value: number, length: number, attrs?: DMAAttributesLike): void {
+    const bits = impliedBits(attrs, WRITE, 'set');
+    checkAddress(addr);
+    if (typeof value !== 'number' || (value & 0xff) !== value) {
+      invalidArgument('value', 'an integer from 0 to 255', value);
+    }
+    checkLength(length);
+    checkRange(addr, length);
+    const offset = this.#translate(addr, length, bits);
+    const strength = strengthCode(bits);
+    if ((strength & RELEASE) !== 0) this.#barrierEvent(strength, addr, length, bits);
+    this.#bytes.fill(value, offset, offset + length);
+    this.#after(strength, 'set', addr, length, bits);
+  }
+
+  /**
+   * Whether an access of `length` bytes at `addr` with these attributes would succeed now.
+   * A hint only: the guest may change its memory map right after. Issues no barrier.
+   *
+   * @param addr - the guest address (an IOVA with an IOMMU).
+   * @param length - the byte count.
+   * @param attrs - READ, WRITE or BIDIRECTIONAL, optionally with RELAXED.
+   * @returns true when the whole range is accessible.
+   * @throws {@link DMAError} for bad arguments (never for an inaccessible range).
+   */
+  valid(addr: number, length: number, attrs: DMAAttributesLike): boolean {
+    directedBits(attrs, 'valid', false);
+    checkAddress(addr);
+    checkLength(length);
+    checkRange(addr, length);
+    return length === 0 || this.memory.locate(addr, length) >= 0;
+  }
+
+  /**
+   * Maps guest memory for direct access: returns a view of up to `length` bytes at `addr`,
+   * shorter when the RAM (or, with an IOMMU, the contiguous mapping) ends sooner, never empty.
+   * READ maps are followed by an acquire barrier, BIDIRECTIONAL maps by a full one. Give the
+   * view back with {@link DMAContext.unmap}.
+   *
+   * @param addr - the guest address (an IOVA with an IOMMU).
+   * @param length - the wanted length, at least 1.
+   * @param attrs - READ, WRITE or BIDIRECTIONAL, optionally with RELAXED.
+   * @returns a `Uint8Array` view into guest memory.
+   * @throws {@link DMAFault} `ERR_DMA_UNASSIGNED` when `addr` is in a hole;
+   * {@link DMAError} for bad arguments.
+   */
+  map(addr: number, length: number, attrs: DMAAttributesLike): Uint8Array {
+    const bits = directedBits(attrs, 'map', false);
+    checkAddress(addr);
+    if (typeof length !== 'number' || length < 1)
+      invalidArgument('length', 'a positive safe integer', length);
+    checkLength(length);
+    checkRange(addr, length);
+    const extent = this.memory.extent(addr);
+    if (extent === 0) throw unassigned(addr, length, bits);
+    const mappedLength = Math.min(length, extent);
+    const offset = this.memory.locate(addr, mappedLength);
+    const view = this.#bytes.subarray(offset, offset + mappedLength);
+    this.#mappings.set(view, { addr, attrs: bits });
+    this.#after(mapStrength(bits), 'map', addr, mappedLength, bits);
+    return view;
+  }
+
+  /**
+   * Gives back a view from {@link DMAContext.map}. WRITE maps get a release barrier before
+   * they are released (so the guest sees what the device wrote through the view), and
+   * BIDIRECTIONAL maps a full one.
+   *
+   * @param view - the view `map` returned.
+   * @param accessedLength - how many bytes the device actually accessed; the view's length by default.
+   * @throws {@link DMAError} `ERR_DMA_INVALID_ARGUMENT` for a view this context did not map,
+   * one already unmapped, or an accessed length beyond the view.
+   */
+  unmap(view: Uint8Array, accessedLength?: number): void {
+    checkBuffer(view, 'view');
+    const mapping = this.#mappings.get(view);
+    if (mapping === undefined) {
+      invalidArgument('view', 'a view mapped by this context and not yet unmapped', view);
+    }
+    const length = accessedLength ?? view.length;
+    checkLength(length, 'accessedLength');
+    if (length > view.length) {
+      invalidArgument('accessedLength', `at most the view's length ${view.length}`, length);
+    }
+    this.#mappings.delete(view);
+    const strength = unmapStrength(mapping.attrs);
+    if (strength !== NONE) this.#barrierEvent(strength, mapping.addr, length, mapping.attrs);
+    this.#trace?.({
+      op: 'unmap',
+      addr: mapping.addr,
+      length,
+      attrs: mapping.attrs,
+      barrier: STRENGTH_NAMES[strength] ?? 'none',
+    });
+  }
+
+  /**
+   * Issues a barrier on the memory's fence word. `full` is what a store followed by a load
+   * needs (publish an index, then read the other side's event index), and what users of
+   * RELAXED accesses call to order them.
+   *
+   * @param strength - `none`, `acquire`, `release` or `full`.
+   * @throws {@link DMAError} `ERR_DMA_INVALID_ARGUMENT` for another strength.
+   */
+  barrier(strength: BarrierStrength): void {
+    const code = parseStrength(strength);
+    if (code !== NONE) this.#barrierEvent(code, 0, 0, 0);
+  }
+
+  /** Reads a byte. Atomic unless RELAXED. See {@link DMAContext.readU32LE}. */
+  readU8(addr: number, attrs?: DMAAttributesLike): number {
+    return this.#load(addr, 1, impliedBits(attrs, READ, 'readU8'), true);
+  }
+
+  /** Reads a little-endian u16. See {@link DMAContext.readU32LE}. */
+  readU16LE(addr: number, attrs?: DMAAttributesLike): number {
+    return this.#load(addr, 2, impliedBits(attrs, READ, 'readU16LE'), true);
+  }
+
+  /** Reads a big-endian u16. See {@link DMAContext.readU32LE}. */
+  readU16BE(addr: number, attrs?: DMAAttributesLike): number {
+    return this.#load(addr, 2, impliedBits(attrs, READ, 'readU16BE'), false);
+  }
+
+  /**
+   * Reads a little-endian u32. Unless RELAXED, an acquire barrier follows, and on a
+   * naturally aligned address the load is one `Atomics.load` of that exact word, so a
+   * peer's `Atomics.store` to it gives a happens-before edge.
+   *
+   * @param addr - the guest address (an IOVA with an IOMMU).
+   * @param attrs - optionally RELAXED (the load may then tear); a WRITE bit is an error.
+   * @returns the value.
+   * @throws {@link DMAError} / {@link DMAFault} as {@link DMAContext.rw}.
+   */
+  readU32LE(addr: number, attrs?: DMAAttributesLike): number {
+    return this.#load(addr, 4, impliedBits(attrs, READ, 'readU32LE'), true);
+  }
+
+  /** Reads a big-endian u32. See {@link DMAContext.readU32LE}. */
+  readU32BE(addr: number, attrs?: DMAAttributesLike): number {
+    return this.#load(addr, 4, impliedBits(attrs, READ, 'readU32BE'), false);
+  }
+
+  /** Reads a little-endian u64 as a bigint. See {@link DMAContext.readU32LE}. */
+  readU64LE(addr: number, attrs?: DMAAttributesLike): bigint {
+    return this.#load64(addr, impliedBits(attrs, READ, 'readU64LE'), true);
+  }
+
+  /** Reads a big-endian u64 as a bigint. See {@link DMAContext.readU32LE}. */
+  readU64BE(addr: number, attrs?: DMAAttributesLike): bigint {
+    return this.#load64(addr, impliedBits(attrs, READ, 'readU64BE'), false);
+  }
+
+  /** Writes a byte. Atomic unless RELAXED. See {@link DMAContext.writeU32LE}. */
+  writeU8(addr: number, value: number, attrs?: DMAAttributesLike): void {
+    this.#store(addr, 1, value, impliedBits(attrs, WRITE, 'writeU8'), true);
+  }
+
+  /** Writes a little-endian u16. See {@link DMAContext.writeU32LE}. */
+  writeU16LE(addr: number, value: number, attrs?: DMAAttributesLike): void {
+    this.#store(addr, 2, value, impliedBits(attrs, WRITE, 'writeU16LE'), true);
+  }
+
+  /** Writes a big-endian u16. See {@link DMAContext.writeU32LE}. */
+  writeU16BE(addr: number, value: number, attrs?: DMAAttributesLike): void {
+    this.#store(addr, 2, value, impliedBits(attrs, WRITE, 'writeU16BE'), false);
+  }
+
+  /**
+   * Writes a little-endian u32. Unless RELAXED, a release barrier comes first, and on a
+   * naturally aligned address the store is one `Atomics.store` of that exact word.
+   *
+   * @param addr - the guest address (an IOVA with an IOMMU).
+   * @param value - an integer from 0 to 2^32 - 1.
+   * @param attrs - optionally RELAXED (the store may then tear); a READ bit is an error.
+   * @throws {@link DMAError} `ERR_DMA_INVALID_ARGUMENT` for a value that does not fit;
+   * otherwise as {@link DMAContext.rw}.
+   */
+  writeU32LE(addr: number, value: number, attrs?: DMAAttributesLike): void {
+    this.#store(addr, 4, value, impliedBits(attrs, WRITE, 'writeU32LE'), true);
+  }
+
+  /** Writes a big-endian u32. See {@link DMAContext.writeU32LE}. */
+  writeU32BE(addr: number, value: number, attrs?: DMAAttributesLike): void {
+    this.#store(addr, 4, value, impliedBits(attrs, WRITE, 'writeU32BE'), false);
+  }
+
+  /** Writes a little-endian u64 given as a bigint. See {@link DMAContext.writeU32LE}. */
+  writeU64LE(addr: number, value: bigint, attrs?: DMAAttributesLike): void {
+    this.#store64(addr, value, impliedBits(attrs, WRITE, 'writeU64LE'), true);
+  }
+
+  /** Writes a big-endian u64 given as a bigint. See {@link DMAContext.writeU32LE}. */
+  writeU64BE(addr: number, value: bigint, attrs?: DMAAttributesLike): void {
+    this.#store64(addr, value, impliedBits(attrs, WRITE, 'writeU64BE'), false);
+  }
+
+  /**
+   * The backing offset of an access, after every check: the whole range is validated
+   * before the first byte moves, so a failed access changes nothing.
+   */
+  #translate(addr: number, length: number, bits: number): number {
+    if (length === 0) return 0;
+    const offset = this.memory.locate(addr, length);
+    if (offset < 0) throw unassigned(addr, length, bits);
+    return offset;
+  }
+
+  #transfer(addr: number, buf: Uint8Array, bits: number): void {
+    checkAddress(addr);
+    checkBuffer(buf);
+    const length = buf.length;
+    checkRange(addr, length);
+    const offset = this.#translate(addr, length, bits);
+    const strength = strengthCode(bits);
+    if ((strength & RELEASE) !== 0) this.#barrierEvent(strength, addr, length, bits);
+    if ((bits & READ) !== 0) copyOut(this.#bytes, offset, buf, length);
+    else copyIn(this.#bytes, offset, buf);
+    this.#after(strength, (bits & READ) !== 0 ? 'read' : 'write', addr, length, bits);
+  }
+
+  #load(addr: number, width: 1 | 2 | 4, bits: number, little: boolean): number {
+    checkAddress(addr);
+    checkRange(addr, width);
+    const offset = this.#translate(addr, width, bits);
+    const strength = strengthCode(bits);
+    let value: number;
+    if (strength !== NONE && offset % width === 0) {
+      if (width === 1) value = Atomics.load(this.#bytes, offset);
+      else if (width === 2) {
+        value = Atomics.load(this.#u16, offset / 2);
+        if (little !== HOST_LITTLE_ENDIAN) value = swap16(value);
+      } else {
+        value = Atomics.load(this.#u32, offset / 4);
+        if (little !== HOST_LITTLE_ENDIAN) value = swap32(value);
+      }
+    } else if (width === 1) value = this.#bytes[offset] as number;
+    else if (width === 2) value = this.#view.getUint16(offset, little);
+    else value = this.#view.getUint32(offset, little);
+    this.#after(strength, 'read', addr, width, bits);
+    return value;
+  }
+
+  #load64(addr: number, bits: number, little: boolean): bigint {
+    checkAddress(addr);
+    checkRange(addr, 8);
+    const offset = this.#translate(addr, 8, bits);
+    const strength = strengthCode(bits);
+    let value: bigint;
+    if (strength !== NONE && offset % 8 === 0) {
+      value = Atomics.load(this.#u64, offset / 8);
+      if (little !== HOST_LITTLE_ENDIAN) value = swap64(value);
+    } else value = this.#view.getBigUint64(offset, little);
+    this.#after(strength, 'read', addr, 8, bits);
+    return value;
+  }
+
+  #store(addr: number, width: 1 | 2 | 4, value: number, bits: number, little: boolean): void {
+    checkAddress(addr);
+    if (typeof value !== 'number' || value < 0 || value > WIDTH_LIMIT[width] || value % 1 !== 0) {
+      invalidArgument('value', `an integer from 0 to ${WIDTH_LIMIT[width]}`, value);
+    }
+    checkRange(addr, width);
+    const offset = this.#translate(addr, width, bits);
+    const strength = strengthCode(bits);
+    if ((strength & RELEASE) !== 0) this.#barrierEvent(strength, addr, width, bits);
+    if (strength !== NONE && offset % width === 0) {
+      if (width === 1) Atomics.store(this.#bytes, offset, value);
+      else if (width === 2)
+        Atomics.store(this.#u16, offset / 2, little === HOST_LITTLE_ENDIAN ? value : swap16(value));
+      else
+        Atomics.store(this.#u32, offset / 4, little === HOST_LITTLE_ENDIAN ? value : swap32(value));
+    } else if (width === 1) this.#bytes[offset] = value;
+    else if (width === 2) this.#view.setUint16(offset, value, little);
+    else this.#view.setUint32(offset, value, little);
+    this.#after(strength, 'write', addr, width, bits);
+  }
+
+  #store64(addr: number, value: bigint, bits: number, little: boolean): void {
+    checkAddress(addr);
+    if (typeof value !== 'bigint' || BigInt.asUintN(64, value) !== value) {
+      invalidArgument('value', 'a bigint from 0n to 2n ** 64n - 1n', value);
+    }
+    checkRange(addr, 8);
+    const offset = this.#translate(addr, 8, bits);
+    const strength = strengthCode(bits);
+    if ((strength & RELEASE) !== 0) this.#barrierEvent(strength, addr, 8, bits);
+    if (strength !== NONE && offset % 8 === 0) {
+      Atomics.store(this.#u64, offset / 8, little === HOST_LITTLE_ENDIAN ? value : swap64(value));
+    } else this.#view.setBigUint64(offset, value, little);
+    this.#after(strength, 'write', addr, 8, bits);
+  }
+
+  /** Emits a barrier and, when tracing, its event. */
+  #barrierEvent(strength: number, addr: number, length: number, attrs: number): void {
+    this.#fence.emit(strength);
+    this.#trace?.({
+      op: 'barrier',
+      addr,
+      length,
+      attrs,
+      barrier: STRENGTH_NAMES[strength] ?? 'none',
+    });
+  }
+
+  /**
+   * Traces a finished access and issues the barrier that goes after it: acquire and full
+   * (bit 0 of the numeric strength) order later accesses after this one.
+   */
+  #after(strength: number, op: DMATraceOp, addr: number, length: number, attrs: number): void {
+    const trace = this.#trace;
+    if (trace === undefined) {
+      if ((strength & ACQUIRE) !== 0) this.#fence.emit(strength);
+      return;
+    }
+    trace({ op, addr, length, attrs, barrier: STRENGTH_NAMES[strength] ?? 'none' });
+    if ((strength & ACQUIRE) !== 0) this.#barrierEvent(strength, addr, length, attrs);
+  }
+}

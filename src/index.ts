@@ -1,0 +1,42 @@
+/**
+ * dma-attrs: DMA into shared guest memory for JavaScript emulators, with one set of
+ * accessors whose ordering barrier follows from READ / WRITE / RELAXED attributes.
+ *
+ * @packageDocumentation
+ */
+export {
+  DMAAttributes,
+  DMAFlagsSchema,
+  formatAttributes,
+  parseAttributes,
+  toAttributes,
+  toFlags,
+  type DMAAttributesLike,
+  type DMAFlags,
+} from './attributes.js';
+export {
+  barrierFor,
+  resolveBarrierPolicy,
+  type BarrierPolicy,
+  type BarrierStrength,
+} from './barrier.js';
+export {
+  DMAContext,
+  type DMAContextOptions,
+  type DMATrace,
+  type DMATraceEvent,
+  type DMATraceOp,
+} from './context.js';
+export {
+  DMAError,
+  DMAFault,
+  type DMAErrorCode,
+  type DMAFaultAccess,
+  type DMAFaultReason,
+} from './errors.js';
+export {
+  GuestMemory,
+  type GuestMemoryHandle,
+  type GuestMemoryOptions,
+  type GuestMemoryRegion,
+} from './memory.js';

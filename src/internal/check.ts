@@ -1,0 +1,46 @@
+import { DMAError } from '../errors.js';
+import { describe } from './describe.js';
+
+/** 2^53: the first integer that a double cannot tell from its neighbour. */
+export const ADDRESS_LIMIT = 2 ** 53;
+
+/**
+ * True for a non-negative safe integer. Written with comparisons rather than
+ * `Number.isSafeInteger` plus a sign check so that the hot path is one inlined test.
+ */
+export function isSafeIndex(value: unknown): value is number {
+  return typeof value === 'number' && value >= 0 && value < ADDRESS_LIMIT && value % 1 === 0;
+}
+
+/** Throws `ERR_DMA_INVALID_ARGUMENT` naming `what` and the received value. */
+export function invalidArgument(what: string, expected: string, received: unknown): never {
+  throw new DMAError(
+    'ERR_DMA_INVALID_ARGUMENT',
+    `${what} must be ${expected}; received ${describe(received)}`,
+  );
+}
+
+/** Validates a guest address or IOVA. */
+export function checkAddress(addr: unknown, what = 'addr'): asserts addr is number {
+  if (!isSafeIndex(addr)) invalidArgument(what, 'a non-negative safe integer (below 2^53)', addr);
+}
+
+/** Validates a byte length. */
+export function checkLength(length: unknown, what = 'length'): asserts length is number {
+  if (!isSafeIndex(length)) invalidArgument(what, 'a non-negative safe integer', length);
+}
+
+/** Validates that `addr + length` stays below 2^53. */
+export function checkRange(addr: number, length: number): void {
+  if (addr + length > ADDRESS_LIMIT) {
+    throw new DMAError(
+      'ERR_DMA_INVALID_ARGUMENT',
+      `addr + length must not exceed 2^53; received addr ${addr} and length ${length}`,
+    );
+  }
+}
+
+/** Validates a caller's buffer. */
+export function checkBuffer(buf: unknown, what = 'buf'): asserts buf is Uint8Array {
+  if (!(buf instanceof Uint8Array)) invalidArgument(what, 'a Uint8Array', buf);
+}

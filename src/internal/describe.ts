@@ -1,0 +1,36 @@
+/**
+ * Renders any value for an error message, so that the message names what was received
+ * without ever throwing itself (a hostile `toString` must not replace our error).
+ */
+export function describe(value: unknown): string {
+  switch (typeof value) {
+    case 'number':
+      return Object.is(value, -0) ? '-0' : String(value);
+    case 'bigint':
+      return `${value.toString()}n`;
+    case 'string':
+      return JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value);
+    case 'boolean':
+    case 'undefined':
+      return String(value);
+    case 'symbol':
+      return 'a symbol';
+    case 'function':
+      return 'a function';
+    default:
+      return typeof value === 'object' && value !== null ? describeObject(value) : 'null';
+  }
+}
+
+function describeObject(value: object): string {
+  try {
+    if (Array.isArray(value)) return `an array of length ${value.length}`;
+    if (ArrayBuffer.isView(value)) {
+      return `a ${value.constructor.name} of ${value.byteLength} bytes`;
+    }
+    const name = (value.constructor as { name?: unknown } | undefined)?.name;
+    return typeof name === 'string' && name !== 'Object' ? `a ${name}` : 'an object';
+  } catch {
+    return 'an object';
+  }
+}
