@@ -16,7 +16,7 @@ import {
   type BarrierStrength,
   type Fence,
 } from './barrier.js';
-import { DMAError } from './errors.js';
+import { DMAError, DMAFault } from './errors.js';
 import {
   checkAddress,
   checkBuffer,
@@ -26,7 +26,8 @@ import {
 } from './internal/check.js';
 import { copyIn, copyOut } from './internal/copy.js';
 import { describe } from './internal/describe.js';
-import { unassigned, type GuestMemory } from './memory.js';
+import { IommuDomain } from './iommu.js';
+import { GuestMemory, unassigned } from './memory.js';
 
 const { READ, WRITE, RELAXED } = DMAAttributes;
 const DIRECTIONS = READ | WRITE;
@@ -58,6 +59,11 @@ export type DMATrace = (event: DMATraceEvent) => void;
 
 /** Options of a {@link DMAContext}. */
 export interface DMAContextOptions {
+  /**
+   * The IOMMU domain between the device and memory: addresses become IOVAs, translated and
+   * permission-checked page by page.
+   */
+  iommu?: IommuDomain;
   /**
    * Called once per access and per barrier, synchronously, in program order. Without it the
    * hot path pays one branch.
@@ -137,6 +143,23 @@ function swap64(value: bigint): bigint {
   return swapView.getBigUint64(0, false);
 }
 
+/** The fault for an IOVA range that the IOMMU maps onto a hole in guest-physical space. */
+function unassignedBehindIommu(
+  iova: number,
+  length: number,
+  attrs: number,
+  gpa: number,
+  runLength: number,
+): DMAFault {
+  return new DMAFault(
+    'ERR_DMA_UNASSIGNED',
+    `IOVA range [0x${iova.toString(16)}, 0x${(iova + length).toString(16)}) maps to guest range [0x${gpa.toString(16)}, 0x${(gpa + runLength).toString(16)}), which is not all RAM`,
+    iova,
+    length,
+    attrs,
+  );
+}
+
 const WIDTH_LIMIT = [0, 0xff, 0xffff, 0, 0xffffffff] as const;
 
 /**
@@ -165,6 +188,7 @@ export class DMAContext {
   readonly #view: DataView;
   readonly #fence: Fence;
   readonly #trace: DMATrace | undefined;
+  readonly #iommu: IommuDomain | undefined;
   readonly #mappings = new WeakMap<Uint8Array, Mapping>();
 
   /**
@@ -173,13 +197,17 @@ export class DMAContext {
    * @throws {@link DMAError} `ERR_DMA_INVALID_ARGUMENT` for a bad memory or trace.
    */
   constructor(memory: GuestMemory, options: DMAContextOptions = {}) {
-    if (
-      typeof memory !== 'object' ||
-      (memory as unknown) === null ||
-      !(memory.bytes instanceof Uint8Array)
-    ) {
+    if (!((memory as unknown) instanceof GuestMemory)) {
       invalidArgument('memory', 'a GuestMemory', memory);
     }
+    if (typeof options !== 'object' || (options as unknown) === null) {
+      invalidArgument('options', 'an object { iommu?, trace? }', options);
+    }
+    const iommu: unknown = options.iommu;
+    if (iommu !== undefined && !(iommu instanceof IommuDomain)) {
+      invalidArgument('iommu', 'an IommuDomain', iommu);
+    }
+    this.#iommu = iommu;
     const trace: unknown = options.trace;
     if (trace !== undefined && typeof trace !== 'function')
       invalidArgument('trace', 'a function', trace);
@@ -254,10 +282,20 @@ export class DMAContext {
     }
     checkLength(length);
     checkRange(addr, length);
-    const offset = this.#translate(addr, length, bits);
     const strength = strengthCode(bits);
-    if ((strength & RELEASE) !== 0) this.#barrierEvent(strength, addr, length, bits);
-    this.#bytes.fill(value, offset, offset + length);
+    const iommu = this.#iommu;
+    if (iommu !== undefined) iommu.enter();
+    try {
+      const offset = this.#resolve(addr, length, bits);
+      const pieces = offset < 0 ? this.#pieces(addr, length, bits) : [offset, length];
+      if ((strength & RELEASE) !== 0) this.#barrierEvent(strength, addr, length, bits);
+      for (let index = 0; index < pieces.length; index += 2) {
+        const start = pieces[index] as number;
+        this.#bytes.fill(value, start, start + (pieces[index + 1] as number));
+      }
+    } finally {
+      if (iommu !== undefined) iommu.leave();
+    }
     this.#after(strength, 'set', addr, length, bits);
   }
 
@@ -272,11 +310,20 @@ export class DMAContext {
    * @throws {@link DMAError} for bad arguments (never for an inaccessible range).
    */
   valid(addr: number, length: number, attrs: DMAAttributesLike): boolean {
-    directedBits(attrs, 'valid', false);
+    const bits = directedBits(attrs, 'valid', false);
     checkAddress(addr);
     checkLength(length);
     checkRange(addr, length);
-    return length === 0 || this.memory.locate(addr, length) >= 0;
+    if (length === 0) return true;
+    const iommu = this.#iommu;
+    if (iommu === undefined) return this.memory.locate(addr, length) >= 0;
+    const segments = iommu.segments(addr, length, bits, false);
+    if (segments === undefined) return false;
+    for (let index = 0; index < segments.length; index += 2) {
+      if (this.memory.locate(segments[index] as number, segments[index + 1] as number) < 0)
+        return false;
+    }
+    return true;
   }
 
   /**
@@ -299,10 +346,22 @@ export class DMAContext {
       invalidArgument('length', 'a positive safe integer', length);
     checkLength(length);
     checkRange(addr, length);
-    const extent = this.memory.extent(addr);
-    if (extent === 0) throw unassigned(addr, length, bits);
-    const mappedLength = Math.min(length, extent);
-    const offset = this.memory.locate(addr, mappedLength);
+    let gpa = addr;
+    let mappable = length;
+    const iommu = this.#iommu;
+    if (iommu !== undefined) {
+      const translation = iommu.translateAccess(addr, length, bits);
+      gpa = translation.gpa;
+      mappable = Math.min(length, translation.length);
+    }
+    const extent = this.memory.extent(gpa);
+    if (extent === 0) {
+      throw iommu === undefined
+        ? unassigned(addr, length, bits)
+        : unassignedBehindIommu(addr, length, bits, gpa, 1);
+    }
+    const mappedLength = Math.min(mappable, extent);
+    const offset = this.memory.locate(gpa, mappedLength);
     const view = this.#bytes.subarray(offset, offset + mappedLength);
     this.#mappings.set(view, { addr, attrs: bits });
     this.#after(mapStrength(bits), 'map', addr, mappedLength, bits);
@@ -325,7 +384,9 @@ export class DMAContext {
     if (mapping === undefined) {
       invalidArgument('view', 'a view mapped by this context and not yet unmapped', view);
     }
-    const length = accessedLength ?? view.length;
+    // Only undefined means "the whole view": a null from JavaScript is a wrong type.
+    const given: unknown = accessedLength;
+    const length = given === undefined ? view.length : given;
     checkLength(length, 'accessedLength');
     if (length > view.length) {
       invalidArgument('accessedLength', `at most the view's length ${view.length}`, length);
@@ -444,14 +505,53 @@ export class DMAContext {
   }
 
   /**
-   * The backing offset of an access, after every check: the whole range is validated
-   * before the first byte moves, so a failed access changes nothing.
+   * Resolves an access to the backing offset of its one contiguous run, checking every
+   * byte first so that a failed access changes nothing. Returns -1 when an IOMMU splits
+   * the access into several runs or its IOTLB misses: {@link DMAContext.#pieces} then
+   * resolves it. Without an IOMMU, RAM spans are contiguous in the backing store, so an
+   * access is always one run or a hole.
    */
-  #translate(addr: number, length: number, bits: number): number {
+  #resolve(addr: number, length: number, bits: number): number {
     if (length === 0) return 0;
-    const offset = this.memory.locate(addr, length);
-    if (offset < 0) throw unassigned(addr, length, bits);
-    return offset;
+    const iommu = this.#iommu;
+    if (iommu === undefined) {
+      const offset = this.memory.locate(addr, length);
+      if (offset < 0) throw unassigned(addr, length, bits);
+      return offset;
+    }
+    const gpa = iommu.lookup(addr, length, bits & DIRECTIONS);
+    return gpa < 0 ? -1 : this.memory.locate(gpa, length);
+  }
+
+  /**
+   * The IOMMU slow path: `[offset0, length0, offset1, ...]` in the backing store for an
+   * access, every page translated and permission-checked and every guest-physical run
+   * checked against RAM before anything moves.
+   */
+  #pieces(addr: number, length: number, bits: number): number[] {
+    const segments = (this.#iommu as IommuDomain).segments(addr, length, bits) as number[];
+    const pieces: number[] = [];
+    for (let index = 0; index < segments.length; index += 2) {
+      const gpa = segments[index] as number;
+      const runLength = segments[index + 1] as number;
+      const offset = this.memory.locate(gpa, runLength);
+      if (offset < 0) throw unassignedBehindIommu(addr, length, bits, gpa, runLength);
+      pieces.push(offset, runLength);
+    }
+    return pieces;
+  }
+
+  /** Copies between `buf` and the pieces of guest memory, in order. */
+  #copyPieces(pieces: readonly number[], buf: Uint8Array, toGuest: boolean): void {
+    let position = 0;
+    for (let index = 0; index < pieces.length; index += 2) {
+      const offset = pieces[index] as number;
+      const runLength = pieces[index + 1] as number;
+      const part = buf.subarray(position, position + runLength);
+      if (toGuest) copyIn(this.#bytes, offset, part);
+      else copyOut(this.#bytes, offset, part, runLength);
+      position += runLength;
+    }
   }
 
   #transfer(addr: number, buf: Uint8Array, bits: number): void {
@@ -459,84 +559,208 @@ export class DMAContext {
     checkBuffer(buf);
     const length = buf.length;
     checkRange(addr, length);
-    const offset = this.#translate(addr, length, bits);
+    const toGuest = (bits & READ) === 0;
     const strength = strengthCode(bits);
-    if ((strength & RELEASE) !== 0) this.#barrierEvent(strength, addr, length, bits);
-    if ((bits & READ) !== 0) copyOut(this.#bytes, offset, buf, length);
-    else copyIn(this.#bytes, offset, buf);
-    this.#after(strength, (bits & READ) !== 0 ? 'read' : 'write', addr, length, bits);
+    const iommu = this.#iommu;
+    if (iommu !== undefined) iommu.enter();
+    try {
+      const offset = this.#resolve(addr, length, bits);
+      const pieces = offset < 0 ? this.#pieces(addr, length, bits) : undefined;
+      if ((strength & RELEASE) !== 0) this.#barrierEvent(strength, addr, length, bits);
+      if (pieces !== undefined) this.#copyPieces(pieces, buf, toGuest);
+      else if (toGuest) copyIn(this.#bytes, offset, buf);
+      else copyOut(this.#bytes, offset, buf, length);
+    } finally {
+      if (iommu !== undefined) iommu.leave();
+    }
+    this.#after(strength, toGuest ? 'write' : 'read', addr, length, bits);
+  }
+
+  /**
+   * Scatter-gather for {@link ScatterGatherList}: `ranges` is `[addr0, length0, ...]`;
+   * every range is resolved before any byte moves, and the barrier is issued once.
+   * @internal
+   */
+  vector(
+    ranges: readonly number[],
+    total: number,
+    buf: Uint8Array,
+    attrs: DMAAttributesLike | undefined,
+    toGuest: boolean,
+  ): void {
+    const bits = toGuest
+      ? impliedBits(attrs, WRITE, 'scatter')
+      : impliedBits(attrs, READ, 'gather');
+    checkBuffer(buf, toGuest ? 'data' : 'buf');
+    if (buf.length !== total) {
+      invalidArgument(
+        toGuest ? 'data.length' : 'buf.length',
+        `the list's length ${total}`,
+        buf.length,
+      );
+    }
+    const strength = strengthCode(bits);
+    const iommu = this.#iommu;
+    if (iommu !== undefined) iommu.enter();
+    try {
+      const pieces: number[] = [];
+      for (let index = 0; index < ranges.length; index += 2) {
+        const addr = ranges[index] as number;
+        const length = ranges[index + 1] as number;
+        const offset = this.#resolve(addr, length, bits);
+        if (offset >= 0) pieces.push(offset, length);
+        else pieces.push(...this.#pieces(addr, length, bits));
+      }
+      if ((strength & RELEASE) !== 0) this.#barrierEvent(strength, ranges[0] ?? 0, total, bits);
+      this.#copyPieces(pieces, buf, toGuest);
+    } finally {
+      if (iommu !== undefined) iommu.leave();
+    }
+    const trace = this.#trace;
+    if (trace !== undefined) {
+      for (let index = 0; index < ranges.length; index += 2) {
+        const op = toGuest ? 'write' : 'read';
+        const barrier = STRENGTH_NAMES[strength] ?? 'none';
+        trace({
+          op,
+          addr: ranges[index] as number,
+          length: ranges[index + 1] as number,
+          attrs: bits,
+          barrier,
+        });
+      }
+      if ((strength & ACQUIRE) !== 0) this.#barrierEvent(strength, ranges[0] ?? 0, total, bits);
+    } else if ((strength & ACQUIRE) !== 0) this.#fence.emit(strength);
+  }
+
+  /**
+   * Runs a fixed-width access: resolves it, issues the barrier before, calls `move` with the
+   * backing offset (or -1 when an IOMMU splits a misaligned access across pages, in which
+   * case `move` works on the scratch bytes), and traces it.
+   */
+  #fixed(
+    addr: number,
+    width: number,
+    bits: number,
+    little: boolean,
+    value: number | bigint,
+    toGuest: boolean,
+  ): number | bigint {
+    checkAddress(addr);
+    checkRange(addr, width);
+    const strength = strengthCode(bits);
+    const iommu = this.#iommu;
+    let result: number | bigint;
+    if (iommu !== undefined) iommu.enter();
+    try {
+      const offset = this.#resolve(addr, width, bits);
+      const pieces = offset < 0 ? this.#pieces(addr, width, bits) : undefined;
+      if ((strength & RELEASE) !== 0) this.#barrierEvent(strength, addr, width, bits);
+      const atomic = strength !== NONE;
+      if (pieces === undefined) result = this.#word(offset, width, little, value, toGuest, atomic);
+      else if (pieces.length === 2)
+        result = this.#word(pieces[0] as number, width, little, value, toGuest, atomic);
+      else result = this.#splitWord(pieces, width, little, value, toGuest);
+    } finally {
+      if (iommu !== undefined) iommu.leave();
+    }
+    this.#after(strength, toGuest ? 'write' : 'read', addr, width, bits);
+    return result;
+  }
+
+  /**
+   * Loads or stores one word at a backing offset: one `Atomics` operation on that exact
+   * location when ordered and naturally aligned (single-copy atomic), else plain bytes.
+   */
+  #word(
+    offset: number,
+    width: number,
+    little: boolean,
+    value: number | bigint,
+    toGuest: boolean,
+    ordered: boolean,
+  ): number | bigint {
+    const atomic = ordered && offset % width === 0;
+    const view = this.#view;
+    const swap = little !== HOST_LITTLE_ENDIAN;
+    if (toGuest) {
+      if (width === 1) {
+        if (atomic) Atomics.store(this.#bytes, offset, value as number);
+        else this.#bytes[offset] = value as number;
+      } else if (width === 2) {
+        if (atomic)
+          Atomics.store(this.#u16, offset / 2, swap ? swap16(value as number) : (value as number));
+        else view.setUint16(offset, value as number, little);
+      } else if (width === 4) {
+        if (atomic)
+          Atomics.store(this.#u32, offset / 4, swap ? swap32(value as number) : (value as number));
+        else view.setUint32(offset, value as number, little);
+      } else if (atomic)
+        Atomics.store(this.#u64, offset / 8, swap ? swap64(value as bigint) : (value as bigint));
+      else view.setBigUint64(offset, value as bigint, little);
+      return value;
+    }
+    if (width === 1)
+      return atomic ? Atomics.load(this.#bytes, offset) : (this.#bytes[offset] as number);
+    if (width === 2) {
+      if (!atomic) return view.getUint16(offset, little);
+      const loaded = Atomics.load(this.#u16, offset / 2);
+      return swap ? swap16(loaded) : loaded;
+    }
+    if (width === 4) {
+      if (!atomic) return view.getUint32(offset, little);
+      const loaded = Atomics.load(this.#u32, offset / 4);
+      return swap ? swap32(loaded) : loaded;
+    }
+    if (!atomic) return view.getBigUint64(offset, little);
+    const loaded = Atomics.load(this.#u64, offset / 8);
+    return swap ? swap64(loaded) : loaded;
+  }
+
+  /** A word split across IOMMU pages: never naturally aligned, so never atomic. */
+  #splitWord(
+    pieces: readonly number[],
+    width: number,
+    little: boolean,
+    value: number | bigint,
+    toGuest: boolean,
+  ): number | bigint {
+    const scratch = new Uint8Array(8);
+    const view = new DataView(scratch.buffer);
+    const bytes = scratch.subarray(0, width);
+    if (toGuest) {
+      if (width === 2) view.setUint16(0, value as number, little);
+      else if (width === 4) view.setUint32(0, value as number, little);
+      else view.setBigUint64(0, value as bigint, little);
+      this.#copyPieces(pieces, bytes, true);
+      return value;
+    }
+    this.#copyPieces(pieces, bytes, false);
+    if (width === 2) return view.getUint16(0, little);
+    if (width === 4) return view.getUint32(0, little);
+    return view.getBigUint64(0, little);
   }
 
   #load(addr: number, width: 1 | 2 | 4, bits: number, little: boolean): number {
-    checkAddress(addr);
-    checkRange(addr, width);
-    const offset = this.#translate(addr, width, bits);
-    const strength = strengthCode(bits);
-    let value: number;
-    if (strength !== NONE && offset % width === 0) {
-      if (width === 1) value = Atomics.load(this.#bytes, offset);
-      else if (width === 2) {
-        value = Atomics.load(this.#u16, offset / 2);
-        if (little !== HOST_LITTLE_ENDIAN) value = swap16(value);
-      } else {
-        value = Atomics.load(this.#u32, offset / 4);
-        if (little !== HOST_LITTLE_ENDIAN) value = swap32(value);
-      }
-    } else if (width === 1) value = this.#bytes[offset] as number;
-    else if (width === 2) value = this.#view.getUint16(offset, little);
-    else value = this.#view.getUint32(offset, little);
-    this.#after(strength, 'read', addr, width, bits);
-    return value;
+    return this.#fixed(addr, width, bits, little, 0, false) as number;
   }
 
   #load64(addr: number, bits: number, little: boolean): bigint {
-    checkAddress(addr);
-    checkRange(addr, 8);
-    const offset = this.#translate(addr, 8, bits);
-    const strength = strengthCode(bits);
-    let value: bigint;
-    if (strength !== NONE && offset % 8 === 0) {
-      value = Atomics.load(this.#u64, offset / 8);
-      if (little !== HOST_LITTLE_ENDIAN) value = swap64(value);
-    } else value = this.#view.getBigUint64(offset, little);
-    this.#after(strength, 'read', addr, 8, bits);
-    return value;
+    return this.#fixed(addr, 8, bits, little, 0n, false) as bigint;
   }
 
   #store(addr: number, width: 1 | 2 | 4, value: number, bits: number, little: boolean): void {
-    checkAddress(addr);
     if (typeof value !== 'number' || value < 0 || value > WIDTH_LIMIT[width] || value % 1 !== 0) {
       invalidArgument('value', `an integer from 0 to ${WIDTH_LIMIT[width]}`, value);
     }
-    checkRange(addr, width);
-    const offset = this.#translate(addr, width, bits);
-    const strength = strengthCode(bits);
-    if ((strength & RELEASE) !== 0) this.#barrierEvent(strength, addr, width, bits);
-    if (strength !== NONE && offset % width === 0) {
-      if (width === 1) Atomics.store(this.#bytes, offset, value);
-      else if (width === 2)
-        Atomics.store(this.#u16, offset / 2, little === HOST_LITTLE_ENDIAN ? value : swap16(value));
-      else
-        Atomics.store(this.#u32, offset / 4, little === HOST_LITTLE_ENDIAN ? value : swap32(value));
-    } else if (width === 1) this.#bytes[offset] = value;
-    else if (width === 2) this.#view.setUint16(offset, value, little);
-    else this.#view.setUint32(offset, value, little);
-    this.#after(strength, 'write', addr, width, bits);
+    this.#fixed(addr, width, bits, little, value, true);
   }
 
   #store64(addr: number, value: bigint, bits: number, little: boolean): void {
-    checkAddress(addr);
     if (typeof value !== 'bigint' || BigInt.asUintN(64, value) !== value) {
       invalidArgument('value', 'a bigint from 0n to 2n ** 64n - 1n', value);
     }
-    checkRange(addr, 8);
-    const offset = this.#translate(addr, 8, bits);
-    const strength = strengthCode(bits);
-    if ((strength & RELEASE) !== 0) this.#barrierEvent(strength, addr, 8, bits);
-    if (strength !== NONE && offset % 8 === 0) {
-      Atomics.store(this.#u64, offset / 8, little === HOST_LITTLE_ENDIAN ? value : swap64(value));
-    } else this.#view.setBigUint64(offset, value, little);
-    this.#after(strength, 'write', addr, 8, bits);
+    this.#fixed(addr, 8, bits, little, value, true);
   }
 
   /** Emits a barrier and, when tracing, its event. */

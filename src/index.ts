@@ -35,8 +35,18 @@ export {
   type DMAFaultReason,
 } from './errors.js';
 export {
+  IommuDomain,
+  type IommuDomainHandle,
+  type IommuDomainHandleOptions,
+  type IommuDomainOptions,
+  type IommuFault,
+  type IommuFaultListener,
+  type IommuTranslation,
+} from './iommu.js';
+export {
   GuestMemory,
   type GuestMemoryHandle,
   type GuestMemoryOptions,
   type GuestMemoryRegion,
 } from './memory.js';
+export { ScatterGatherList } from './sglist.js';

@@ -95,7 +95,8 @@ function readRegions(options: GuestMemoryOptions): GuestMemoryRegion[] {
       invalidArgument(`regions[${index}].base`, 'a non-negative safe integer', base);
     if (!isSafeIndex(size) || size === 0)
       invalidArgument(`regions[${index}].size`, 'a positive safe integer', size);
-    if (base + size > ADDRESS_LIMIT) {
+    // A subtraction, which is exact for safe integers; the sum would round.
+    if (size > ADDRESS_LIMIT - base) {
       invalidArgument(
         `regions[${index}]`,
         'to end at or below 2^53',
@@ -218,13 +219,16 @@ export class GuestMemory {
     this.#end0 = layout.spanEnd[0] ?? 0;
     this.#offset0 = layout.spanOffset[0] ?? 0;
     if (handle !== undefined) {
+      if (layout.byteLength !== handle.buffer.byteLength) {
+        invalidArgument('handle', 'a buffer whose size matches its regions', handle);
+      }
       this.shared = true;
       this.barrierPolicy = handle.barrierPolicy;
       this.buffer = handle.buffer;
       this.#fenceBuffer = handle.fence;
     } else {
       const canShare = typeof SharedArrayBuffer === 'function';
-      const shared = options.shared ?? canShare;
+      const shared: unknown = options.shared === undefined ? canShare : options.shared;
       if (typeof shared !== 'boolean') invalidArgument('shared', 'a boolean', shared);
       if (shared && !canShare) {
         throw new DMAError(
@@ -264,11 +268,7 @@ export class GuestMemory {
       invalidArgument('handle', 'an object made by GuestMemory.handle()', handle);
     }
     adopting = candidate as GuestMemoryHandle;
-    const memory = new GuestMemory({ regions: candidate.regions ?? [] });
-    if (memory.bytes.byteLength !== candidate.buffer.byteLength) {
-      invalidArgument('handle', 'a buffer whose size matches its regions', handle);
-    }
-    return memory;
+    return new GuestMemory({ regions: candidate.regions ?? [] });
   }
 
   /**

@@ -30,9 +30,12 @@ export function checkLength(length: unknown, what = 'length'): asserts length is
   if (!isSafeIndex(length)) invalidArgument(what, 'a non-negative safe integer', length);
 }
 
-/** Validates that `addr + length` stays below 2^53. */
+/**
+ * Validates that `addr + length` stays within 2^53. Written as a subtraction, which is exact
+ * for safe integers, because the sum rounds: `(2^53 - 1) + 2` is `2^53` in a double.
+ */
 export function checkRange(addr: number, length: number): void {
-  if (addr + length > ADDRESS_LIMIT) {
+  if (length > ADDRESS_LIMIT - addr) {
     throw new DMAError(
       'ERR_DMA_INVALID_ARGUMENT',
       `addr + length must not exceed 2^53; received addr ${addr} and length ${length}`,

@@ -3,8 +3,9 @@
  * a byte loop beats `TypedArray.prototype.set` below about 32 bytes, because `set` from a
  * range needs a `subarray` view (an allocation) and a call into the runtime. Copies into
  * guest memory never allocate: `set(data, offset)` takes the caller's whole buffer.
- * A buffer that aliases guest memory (a mapped view) always goes through `set`, which
- * copies overlapping ranges correctly.
+ * A buffer that may alias guest memory (a mapped view, or any view of a
+ * `SharedArrayBuffer`, since two `SharedArrayBuffer` objects can share one block of memory)
+ * always goes through `set`, which copies overlapping ranges correctly.
  */
 
 /** Up to this many bytes, a loop is faster than `set` for copies out of guest memory. */
@@ -14,7 +15,7 @@ const SMALL_IN = 16;
 
 /** Copies `length` bytes of `bytes` at `offset` into the start of `buf`. */
 export function copyOut(bytes: Uint8Array, offset: number, buf: Uint8Array, length: number): void {
-  if (length <= SMALL_OUT && buf.buffer !== bytes.buffer) {
+  if (length <= SMALL_OUT && buf.buffer !== bytes.buffer && buf.buffer instanceof ArrayBuffer) {
     for (let index = 0; index < length; index++) buf[index] = bytes[offset + index] as number;
   } else {
     buf.set(bytes.subarray(offset, offset + length));
@@ -24,7 +25,7 @@ export function copyOut(bytes: Uint8Array, offset: number, buf: Uint8Array, leng
 /** Copies all of `data` into `bytes` at `offset`. */
 export function copyIn(bytes: Uint8Array, offset: number, data: Uint8Array): void {
   const length = data.length;
-  if (length <= SMALL_IN && data.buffer !== bytes.buffer) {
+  if (length <= SMALL_IN && data.buffer !== bytes.buffer && data.buffer instanceof ArrayBuffer) {
     for (let index = 0; index < length; index++) bytes[offset + index] = data[index] as number;
   } else {
     bytes.set(data, offset);

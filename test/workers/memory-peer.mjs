@@ -1,0 +1,55 @@
+/**
+ * A device in another thread, for test/memory.test.ts. It attaches to the guest memory the
+ * main thread posts as a handle, then runs one DMA request per message and answers each
+ * with `{ id, ok, ... }`: the bytes it read, or the code of the error it got.
+ */
+import { parentPort } from 'node:worker_threads';
+import { DMAContext, DMAError, GuestMemory } from '../../dist/index.js';
+
+/** @type {DMAContext | undefined} */
+let ctx;
+
+/** Runs one request against the attached memory; returns the reply's payload. */
+function run(request) {
+  switch (request.op) {
+    case 'attach': {
+      const memory = GuestMemory.fromHandle(request.handle);
+      ctx = new DMAContext(memory);
+      return {
+        regions: memory.regions.map(({ base, size }) => ({ base, size })),
+        shared: memory.shared,
+        barrierPolicy: memory.barrierPolicy,
+        isShared: memory.buffer instanceof SharedArrayBuffer,
+      };
+    }
+    case 'read': {
+      const bytes = new Uint8Array(request.length);
+      ctx.read(request.addr, bytes);
+      return { bytes: [...bytes] };
+    }
+    case 'write':
+      ctx.write(request.addr, Uint8Array.from(request.bytes));
+      return {};
+    case 'writeU32LE':
+      ctx.writeU32LE(request.addr, request.value);
+      return {};
+    case 'barrier':
+      ctx.memory.barrier(request.strength);
+      return {};
+    default:
+      throw new Error(`unknown request ${String(request.op)}`);
+  }
+}
+
+parentPort.on('message', (request) => {
+  try {
+    parentPort.postMessage({ id: request.id, ok: true, ...run(request) });
+  } catch (error) {
+    parentPort.postMessage({
+      id: request.id,
+      ok: false,
+      code: error instanceof DMAError ? error.code : 'not a DMAError',
+      message: error instanceof Error ? error.message : String(error),
+    });
+  }
+});
