@@ -56,8 +56,11 @@ export type DMAAttributesLike = DMAAttributes | DMAFlags;
  */
 export const DMAFlagsSchema = z
   .object({
+    /** The device reads guest memory. */
     read: z.boolean().optional(),
+    /** The device writes guest memory. */
     write: z.boolean().optional(),
+    /** No ordering barrier. */
     relaxed: z.boolean().optional(),
   })
   .strict();
@@ -71,7 +74,6 @@ const ALL_BITS = READ | WRITE | RELAXED;
  * without allocating, which keeps flag objects within a few nanoseconds of numbers.
  */
 function fastFlagBits(flags: object): number {
-  if (Array.isArray(flags)) return -1;
   let bits = 0;
   for (const key in flags) {
     const value: unknown = (flags as Record<string, unknown>)[key];
@@ -137,12 +139,17 @@ export function toAttributes(like: DMAAttributesLike, what = 'attrs'): DMAAttrib
     );
   }
   if (typeof like === 'object' && (like as unknown) !== null) {
-    const bits = fastFlagBits(like);
-    return bits >= 0 ? bits : schemaFlagBits(like, what);
+    // Only plain objects are flag objects: zod's object schema would take a Date, a Map or
+    // a typed array as "no flags", which is never what the caller meant.
+    const prototype: unknown = Object.getPrototypeOf(like);
+    if (prototype === Object.prototype || prototype === null) {
+      const bits = fastFlagBits(like);
+      return bits >= 0 ? bits : schemaFlagBits(like, what);
+    }
   }
   throw new DMAError(
     'ERR_DMA_INVALID_ATTRIBUTES',
-    `${what} must be a DMAAttributes number or a DMAFlags object; received ${describe(like)}`,
+    `${what} must be a DMAAttributes number or a plain DMAFlags object; received ${describe(like)}`,
   );
 }
 

@@ -4,7 +4,12 @@
  *
  * @module
  */
-import { DMAAttributes, toAttributes, type DMAAttributesLike } from './attributes.js';
+import {
+  DMAAttributes,
+  formatAttributes,
+  toAttributes,
+  type DMAAttributesLike,
+} from './attributes.js';
 import {
   ACQUIRE,
   FULL,
@@ -93,7 +98,7 @@ function impliedBits(attrs: DMAAttributesLike | undefined, implied: number, op: 
   const other = DIRECTIONS & ~implied;
   if ((bits & other) !== 0) {
     throw invalidAttributes(
-      `${op} implies ${implied === READ ? 'READ' : 'WRITE'}; attrs ${describe(attrs)} also set ${other === READ ? 'READ' : 'WRITE'}`,
+      `${op} implies ${implied === READ ? 'READ' : 'WRITE'}; attrs ${describe(attrs)} (${formatAttributes(bits)}) also set ${other === READ ? 'READ' : 'WRITE'}`,
     );
   }
   return bits | implied;

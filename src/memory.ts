@@ -228,7 +228,9 @@ export class GuestMemory {
       this.#fenceBuffer = handle.fence;
     } else {
       const canShare = typeof SharedArrayBuffer === 'function';
-      const shared: unknown = options.shared === undefined ? canShare : options.shared;
+      // Only undefined means "the default": a null from JavaScript is a wrong type.
+      const given: unknown = options.shared;
+      const shared = given === undefined ? canShare : given;
       if (typeof shared !== 'boolean') invalidArgument('shared', 'a boolean', shared);
       if (shared && !canShare) {
         throw new DMAError(

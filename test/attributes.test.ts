@@ -82,7 +82,9 @@ describe('toAttributes', () => {
     ['undefined', undefined, 'undefined'],
     ['an array', [1], 'an array of length 1'],
     ['an empty array', [], 'an array of length 0'],
-    ['a typed array', new Uint8Array(2), 'unknown key "0"'],
+    ['a typed array', new Uint8Array(2), 'a Uint8Array of 2 bytes'],
+    ['a Date', new Date(0), 'a Date'],
+    ['a Map', new Map(), 'a Map'],
   ])('rejects %s with ERR_DMA_INVALID_ATTRIBUTES naming the value', (_label, value, shown) => {
     const error = thrown(() => toAttributes(value as DMAAttributesLike));
     expect(error.code).toBe('ERR_DMA_INVALID_ATTRIBUTES');

@@ -163,7 +163,7 @@ const badBuffers: { label: string; make: () => unknown; shown: string }[] = [
     shown: 'an array of length 16',
   },
   { label: 'a Uint16Array', make: () => new Uint16Array(8), shown: 'a Uint16Array of 16 bytes' },
-  { label: 'an Int8Array', make: () => new Int8Array(16), shown: 'a Int8Array of 16 bytes' },
+  { label: 'an Int8Array', make: () => new Int8Array(16), shown: 'an Int8Array of 16 bytes' },
   {
     label: 'a Uint8ClampedArray',
     make: () => new Uint8ClampedArray(16),

@@ -26,11 +26,16 @@ function describeObject(value: object): string {
   try {
     if (Array.isArray(value)) return `an array of length ${value.length}`;
     if (ArrayBuffer.isView(value)) {
-      return `a ${value.constructor.name} of ${value.byteLength} bytes`;
+      return `${article(value.constructor.name)} of ${value.byteLength} bytes`;
     }
     const name = (value.constructor as { name?: unknown } | undefined)?.name;
-    return typeof name === 'string' && name !== 'Object' ? `a ${name}` : 'an object';
+    return typeof name === 'string' && name !== 'Object' ? article(name) : 'an object';
   } catch {
     return 'an object';
   }
+}
+
+/** `name` with its indefinite article: "an Int8Array", "a Uint8Array" (a "you" sound). */
+function article(name: string): string {
+  return `${/^[AEIO]/.test(name) ? 'an' : 'a'} ${name}`;
 }
