@@ -1,7 +1,7 @@
 import { defineConfig } from 'tsup';
 
 export default defineConfig({
-  entry: { index: 'src/index.ts' },
+  entry: { index: 'src/index.ts', legacy: 'src/legacy.ts' },
   format: ['esm', 'cjs'],
   dts: { compilerOptions: { stripInternal: true } },
   splitting: true,

@@ -1,0 +1,67 @@
+/**
+ * A device in another thread sharing an IOMMU domain with the main thread, for
+ * test/iommu-workers.test.ts. It attaches to the guest memory and the domain the main thread
+ * posts as handles, with its own `onFault` listener, then runs one request per message
+ * (map, unmap, DMA read or write, translate) and answers each with `{ id, ok, ... }`: the
+ * result, or the code of the error it got.
+ */
+import { parentPort } from 'node:worker_threads';
+import { DMAContext, DMAError, GuestMemory, IommuDomain } from '../../dist/index.js';
+
+/** @type {IommuDomain | undefined} */
+let domain;
+/** @type {DMAContext | undefined} */
+let ctx;
+/** Every fault this thread's listener received since the last `faults` request. */
+let faults = [];
+
+/** Runs one request; returns the reply's payload. */
+function run(request) {
+  switch (request.op) {
+    case 'attach':
+      domain = IommuDomain.fromHandle(request.domain, {
+        onFault: (fault) => {
+          faults.push({ ...fault });
+        },
+      });
+      ctx = new DMAContext(GuestMemory.fromHandle(request.memory), { iommu: domain });
+      return { pageSize: domain.pageSize, mappingCount: domain.mappingCount };
+    case 'map':
+      domain.map(request.iova, request.gpa, request.size, request.perm);
+      return {};
+    case 'unmap':
+      return { removed: domain.unmap(request.iova, request.size) };
+    case 'translate':
+      return { translation: { ...domain.translate(request.iova, request.attrs) } };
+    case 'read': {
+      const bytes = new Uint8Array(request.length);
+      ctx.read(request.iova, bytes);
+      return { bytes: [...bytes] };
+    }
+    case 'write':
+      ctx.write(request.iova, Uint8Array.from(request.bytes));
+      return {};
+    case 'readU32LE':
+      return { value: ctx.readU32LE(request.iova) };
+    case 'faults': {
+      const seen = faults;
+      faults = [];
+      return { faults: seen };
+    }
+    default:
+      throw new Error(`unknown request ${String(request.op)}`);
+  }
+}
+
+parentPort.on('message', (request) => {
+  try {
+    parentPort.postMessage({ id: request.id, ok: true, ...run(request) });
+  } catch (error) {
+    parentPort.postMessage({
+      id: request.id,
+      ok: false,
+      code: error instanceof DMAError ? error.code : 'not a DMAError',
+      message: error instanceof Error ? error.message : String(error),
+    });
+  }
+});
