@@ -2,7 +2,16 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/**', 'site/**', 'coverage/**', 'node_modules/**'] },
+  {
+    ignores: [
+      'dist/**',
+      'site/**',
+      'coverage/**',
+      'node_modules/**',
+      'test/fixtures/**',
+      'examples/migration/**',
+    ],
+  },
   js.configs.recommended,
   {
     files: ['**/*.ts'],

@@ -1,34 +1,23 @@
 import { defineConfig } from 'tsup';
 
-export default defineConfig([
-  // The library entries: ESM and CommonJS with declarations. `splitting` puts shared modules
-  // (DMAError above all) in one chunk per format, so every entry throws the same class.
-  {
-    entry: {
-      index: 'src/index.ts',
-      legacy: 'src/legacy.ts',
-    },
-    format: ['esm', 'cjs'],
-    dts: { compilerOptions: { stripInternal: true } },
-    splitting: true,
-    sourcemap: true,
-    clean: false,
-    target: 'es2022',
-    treeshake: true,
-    shims: true,
+export default defineConfig({
+  entry: {
+    index: 'src/index.ts',
+    legacy: 'src/legacy.ts',
+    codemod: 'src/codemod/index.ts',
+    cli: 'src/cli.ts',
+    // Started by `dma-attrs litmus` as new URL('./litmus-worker.js', import.meta.url).
+    'litmus-worker': 'src/litmus/worker.ts',
   },
-  // Programs, not libraries: the `dma-attrs` bin and the worker scripts it starts. ESM only,
-  // no declarations; they import the library entries above rather than bundling a copy.
-  {
-    entry: {
-      cli: 'src/cli.ts',
-    },
-    format: ['esm'],
-    dts: false,
-    splitting: false,
-    sourcemap: true,
-    clean: false,
-    target: 'es2022',
-    external: ['dma-attrs', 'typescript'],
-  },
-]);
+  format: ['esm', 'cjs'],
+  dts: { compilerOptions: { stripInternal: true } },
+  splitting: true,
+  sourcemap: true,
+  clean: true,
+  target: 'es2022',
+  treeshake: true,
+  // `import.meta.url` (the codemod's lazy `typescript` require) in the CommonJS output.
+  shims: true,
+  // The compiler API stays an optional peer dependency, loaded at run time only.
+  external: ['typescript'],
+});

@@ -95,14 +95,16 @@ export function barrierFor(attrs: DMAAttributesLike): BarrierStrength {
  * @throws {@link DMAError} `ERR_DMA_INVALID_ARGUMENT` for anything but the four names.
  */
 export function parseStrength(strength: unknown): number {
-  const code = STRENGTH_NAMES.indexOf(strength as BarrierStrength);
-  if (code < 0) {
-    throw new DMAError(
-      'ERR_DMA_INVALID_ARGUMENT',
-      `barrier strength must be 'none', 'acquire', 'release' or 'full'; received ${describe(strength)}`,
-    );
-  }
-  return code;
+  // Compared one by one rather than with `indexOf`: `barrier('full')` is on hot paths, and
+  // the builtin call costs about as much as the fence itself.
+  if (strength === 'full') return FULL;
+  if (strength === 'acquire') return ACQUIRE;
+  if (strength === 'release') return RELEASE;
+  if (strength === 'none') return NONE;
+  throw new DMAError(
+    'ERR_DMA_INVALID_ARGUMENT',
+    `barrier strength must be 'none', 'acquire', 'release' or 'full'; received ${describe(strength)}`,
+  );
 }
 
 /**

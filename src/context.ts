@@ -23,13 +23,14 @@ import {
 } from './barrier.js';
 import { DMAError, DMAFault } from './errors.js';
 import {
+  ADDRESS_LIMIT,
   checkAddress,
   checkBuffer,
   checkLength,
   checkRange,
   invalidArgument,
 } from './internal/check.js';
-import { copyIn, copyOut } from './internal/copy.js';
+import { copyIn, copyOut, guestStore, type GuestStore } from './internal/copy.js';
 import { describe } from './internal/describe.js';
 import { IommuDomain } from './iommu.js';
 import { GuestMemory, unassigned } from './memory.js';
@@ -191,6 +192,8 @@ export class DMAContext {
   readonly #u32: Uint32Array;
   readonly #u64: BigUint64Array;
   readonly #view: DataView;
+  /** The backing store as the copies see it (see internal/copy.ts). */
+  readonly #guest: GuestStore;
   readonly #fence: Fence;
   readonly #trace: DMATrace | undefined;
   readonly #iommu: IommuDomain | undefined;
@@ -225,6 +228,7 @@ export class DMAContext {
     this.#u32 = new Uint32Array(buffer, 0, Math.floor(byteLength / 4));
     this.#u64 = new BigUint64Array(buffer, 0, Math.floor(byteLength / 8));
     this.#view = new DataView(buffer);
+    this.#guest = guestStore(memory.bytes);
     this.#fence = memory.fence;
   }
 
@@ -553,13 +557,52 @@ export class DMAContext {
       const offset = pieces[index] as number;
       const runLength = pieces[index + 1] as number;
       const part = buf.subarray(position, position + runLength);
-      if (toGuest) copyIn(this.#bytes, offset, part);
-      else copyOut(this.#bytes, offset, part, runLength);
+      if (toGuest) copyIn(this.#guest, offset, part);
+      else copyOut(this.#guest, offset, part, runLength);
       position += runLength;
     }
   }
 
+  /**
+   * The common case written flat, so that V8 inlines it whole: no IOMMU, good numbers, all
+   * RAM. Anything else takes {@link DMAContext.#transferChecked}, which throws the precise
+   * error or walks the IOMMU.
+   */
   #transfer(addr: number, buf: Uint8Array, bits: number): void {
+    if (buf instanceof Uint8Array) {
+      const length = buf.length;
+      const offset = this.#fastOffset(addr, length);
+      if (offset >= 0) {
+        const strength = strengthCode(bits);
+        if ((strength & RELEASE) !== 0) this.#barrierEvent(strength, addr, length, bits);
+        if ((bits & READ) !== 0) copyOut(this.#guest, offset, buf, length);
+        else copyIn(this.#guest, offset, buf);
+        this.#after(strength, (bits & READ) !== 0 ? 'read' : 'write', addr, length, bits);
+        return;
+      }
+    }
+    this.#transferChecked(addr, buf, bits);
+  }
+
+  /**
+   * The backing offset for the fast paths, or -1 when they do not apply: an IOMMU, a number
+   * that is not a safe address, or a range that is not all RAM.
+   */
+  #fastOffset(addr: unknown, length: number): number {
+    if (
+      this.#iommu !== undefined ||
+      typeof addr !== 'number' ||
+      !(addr >= 0) ||
+      addr % 1 !== 0 ||
+      addr >= ADDRESS_LIMIT ||
+      length > ADDRESS_LIMIT - addr
+    ) {
+      return -1;
+    }
+    return length === 0 ? 0 : this.memory.locate(addr, length);
+  }
+
+  #transferChecked(addr: number, buf: Uint8Array, bits: number): void {
     checkAddress(addr);
     checkBuffer(buf);
     const length = buf.length;
@@ -573,8 +616,8 @@ export class DMAContext {
       const pieces = offset < 0 ? this.#pieces(addr, length, bits) : undefined;
       if ((strength & RELEASE) !== 0) this.#barrierEvent(strength, addr, length, bits);
       if (pieces !== undefined) this.#copyPieces(pieces, buf, toGuest);
-      else if (toGuest) copyIn(this.#bytes, offset, buf);
-      else copyOut(this.#bytes, offset, buf, length);
+      else if (toGuest) copyIn(this.#guest, offset, buf);
+      else copyOut(this.#guest, offset, buf, length);
     } finally {
       if (iommu !== undefined) iommu.leave();
     }
@@ -661,11 +704,11 @@ export class DMAContext {
       const offset = this.#resolve(addr, width, bits);
       const pieces = offset < 0 ? this.#pieces(addr, width, bits) : undefined;
       if ((strength & RELEASE) !== 0) this.#barrierEvent(strength, addr, width, bits);
-      const atomic = strength !== NONE;
-      if (pieces === undefined) result = this.#word(offset, width, little, value, toGuest, atomic);
-      else if (pieces.length === 2)
-        result = this.#word(pieces[0] as number, width, little, value, toGuest, atomic);
-      else result = this.#splitWord(pieces, width, little, value, toGuest);
+      const ordered = strength !== NONE;
+      const at = pieces === undefined ? offset : pieces.length === 2 ? (pieces[0] as number) : -1;
+      if (at < 0) result = this.#splitWord(pieces as number[], width, little, value, toGuest);
+      else if (width === 8) result = this.#word64(at, little, value as bigint, toGuest, ordered);
+      else result = this.#word(at, width, little, value as number, toGuest, ordered);
     } finally {
       if (iommu !== undefined) iommu.leave();
     }
@@ -681,43 +724,51 @@ export class DMAContext {
     offset: number,
     width: number,
     little: boolean,
-    value: number | bigint,
+    value: number,
     toGuest: boolean,
     ordered: boolean,
-  ): number | bigint {
+  ): number {
     const atomic = ordered && offset % width === 0;
-    const view = this.#view;
     const swap = little !== HOST_LITTLE_ENDIAN;
     if (toGuest) {
       if (width === 1) {
-        if (atomic) Atomics.store(this.#bytes, offset, value as number);
-        else this.#bytes[offset] = value as number;
+        if (atomic) Atomics.store(this.#bytes, offset, value);
+        else this.#bytes[offset] = value;
       } else if (width === 2) {
-        if (atomic)
-          Atomics.store(this.#u16, offset / 2, swap ? swap16(value as number) : (value as number));
-        else view.setUint16(offset, value as number, little);
-      } else if (width === 4) {
-        if (atomic)
-          Atomics.store(this.#u32, offset / 4, swap ? swap32(value as number) : (value as number));
-        else view.setUint32(offset, value as number, little);
-      } else if (atomic)
-        Atomics.store(this.#u64, offset / 8, swap ? swap64(value as bigint) : (value as bigint));
-      else view.setBigUint64(offset, value as bigint, little);
+        if (atomic) Atomics.store(this.#u16, offset / 2, swap ? swap16(value) : value);
+        else this.#view.setUint16(offset, value, little);
+      } else if (atomic) Atomics.store(this.#u32, offset / 4, swap ? swap32(value) : value);
+      else this.#view.setUint32(offset, value, little);
       return value;
     }
     if (width === 1)
       return atomic ? Atomics.load(this.#bytes, offset) : (this.#bytes[offset] as number);
     if (width === 2) {
-      if (!atomic) return view.getUint16(offset, little);
+      if (!atomic) return this.#view.getUint16(offset, little);
       const loaded = Atomics.load(this.#u16, offset / 2);
       return swap ? swap16(loaded) : loaded;
     }
-    if (width === 4) {
-      if (!atomic) return view.getUint32(offset, little);
-      const loaded = Atomics.load(this.#u32, offset / 4);
-      return swap ? swap32(loaded) : loaded;
+    if (!atomic) return this.#view.getUint32(offset, little);
+    const loaded = Atomics.load(this.#u32, offset / 4);
+    return swap ? swap32(loaded) : loaded;
+  }
+
+  /** {@link DMAContext.#word} for u64 values, kept apart so that numbers never meet bigints. */
+  #word64(
+    offset: number,
+    little: boolean,
+    value: bigint,
+    toGuest: boolean,
+    ordered: boolean,
+  ): bigint {
+    const atomic = ordered && offset % 8 === 0;
+    const swap = little !== HOST_LITTLE_ENDIAN;
+    if (toGuest) {
+      if (atomic) Atomics.store(this.#u64, offset / 8, swap ? swap64(value) : value);
+      else this.#view.setBigUint64(offset, value, little);
+      return value;
     }
-    if (!atomic) return view.getBigUint64(offset, little);
+    if (!atomic) return this.#view.getBigUint64(offset, little);
     const loaded = Atomics.load(this.#u64, offset / 8);
     return swap ? swap64(loaded) : loaded;
   }
@@ -746,8 +797,14 @@ export class DMAContext {
     return view.getBigUint64(0, little);
   }
 
+  /** A fixed-width load: the flat fast path of {@link DMAContext.#transfer}, else {@link DMAContext.#fixed}. */
   #load(addr: number, width: 1 | 2 | 4, bits: number, little: boolean): number {
-    return this.#fixed(addr, width, bits, little, 0, false) as number;
+    const offset = this.#fastOffset(addr, width);
+    if (offset < 0) return this.#fixed(addr, width, bits, little, 0, false) as number;
+    const strength = strengthCode(bits);
+    const value = this.#word(offset, width, little, 0, false, strength !== NONE);
+    this.#after(strength, 'read', addr, width, bits);
+    return value;
   }
 
   #load64(addr: number, bits: number, little: boolean): bigint {
@@ -758,7 +815,15 @@ export class DMAContext {
     if (typeof value !== 'number' || value < 0 || value > WIDTH_LIMIT[width] || value % 1 !== 0) {
       invalidArgument('value', `an integer from 0 to ${WIDTH_LIMIT[width]}`, value);
     }
-    this.#fixed(addr, width, bits, little, value, true);
+    const offset = this.#fastOffset(addr, width);
+    if (offset < 0) {
+      this.#fixed(addr, width, bits, little, value, true);
+      return;
+    }
+    const strength = strengthCode(bits);
+    if ((strength & RELEASE) !== 0) this.#barrierEvent(strength, addr, width, bits);
+    this.#word(offset, width, little, value, true, strength !== NONE);
+    this.#after(strength, 'write', addr, width, bits);
   }
 
   #store64(addr: number, value: bigint, bits: number, little: boolean): void {

@@ -183,11 +183,14 @@ export class IommuDomain {
       this.maxMappings = handle.maxMappings;
       this.#buffer = handle.buffer;
     } else {
-      const pageSize = options.pageSize ?? 4096;
-      if (!isPowerOfTwo(pageSize) || pageSize < 4096) {
+      // Only undefined means "the default": a null from JavaScript is a wrong type.
+      const givenPageSize: unknown = options.pageSize;
+      const pageSize = givenPageSize === undefined ? 4096 : givenPageSize;
+      if (!isSafeIndex(pageSize) || !isPowerOfTwo(pageSize) || pageSize < 4096) {
         invalidArgument('pageSize', 'a power of two of at least 4096', pageSize);
       }
-      const maxMappings = options.maxMappings ?? 65536;
+      const givenMaxMappings: unknown = options.maxMappings;
+      const maxMappings = givenMaxMappings === undefined ? 65536 : givenMaxMappings;
       if (!isSafeIndex(maxMappings) || maxMappings < 1 || maxMappings > 1 << 24) {
         invalidArgument('maxMappings', 'an integer from 1 to 2^24', maxMappings);
       }
@@ -660,10 +663,14 @@ export class IommuDomain {
     for (let slot = 0; slot < SLOTS; slot++) {
       if (slot === this.#slot) continue;
       // FREE and IDLE are not in an access; an access marks its slot with generation + 2.
-      spinUntil(() => {
-        const value = Atomics.load(slots, slot);
+      let value = SLOT_IDLE;
+      const drained = spinUntil(() => {
+        value = Atomics.load(slots, slot);
         return value === SLOT_FREE || value === SLOT_IDLE || value - 2 >= generation;
       });
+      // Given up on: mark the access finished, or every later unmap would wait for it again.
+      // Fails harmlessly if the thread has moved on since.
+      if (!drained) Atomics.compareExchange(slots, slot, value, SLOT_IDLE);
     }
   }
 

@@ -20,6 +20,7 @@ import {
   BUSY,
   DONE,
   ERROR,
+  IDLE,
   ROUND,
   STARTED,
   UNMAPPED,
@@ -112,7 +113,11 @@ class Peer {
       this.#waiting.set(id, resolve);
     });
     this.worker.postMessage({ ...message, id });
-    return bounded(Promise.race([reply, this.#failed]), WAIT_MS, `the worker's ${message.op}`);
+    return bounded(
+      Promise.race([reply, this.#failed]),
+      WAIT_MS,
+      `the worker's ${String(message.op)}`,
+    );
   }
 
   /** Runs a request that must succeed, and returns its reply. */
@@ -166,9 +171,11 @@ describe('an IOMMU domain handle in a worker_threads Worker', () => {
     const guest = pattern(24, 11);
     memory.write(0x21100, Uint8Array.from(guest));
     expect((await peer.ok({ op: 'read', iova: 0x11100, length: 24 })).bytes).toEqual(guest);
-    expect((await peer.ok({ op: 'translate', iova: 0x10000, attrs: READ })).translation).toEqual(
-      { gpa: 0x20000, length: 2 * PAGE, perm: BIDIRECTIONAL },
-    );
+    expect((await peer.ok({ op: 'translate', iova: 0x10000, attrs: READ })).translation).toEqual({
+      gpa: 0x20000,
+      length: 2 * PAGE,
+      perm: BIDIRECTIONAL,
+    });
   });
 
   it('main-thread accesses go through a mapping made in the worker, with its permission', async () => {
@@ -182,9 +189,9 @@ describe('an IOMMU domain handle in a worker_threads Worker', () => {
     expect(peek(memory, 0x28010, 16)).toEqual([...data]);
 
     // The worker mapped it write-only: the main thread's read is refused.
-    expect(() => ctx.read(0x30010, new Uint8Array(4))).toThrow(
-      expect.objectContaining({ code: 'ERR_DMA_IOMMU_PERMISSION', access: 'read' }),
-    );
+    expect(() => {
+      ctx.read(0x30010, new Uint8Array(4));
+    }).toThrow(expect.objectContaining({ code: 'ERR_DMA_IOMMU_PERMISSION', access: 'read' }));
     expect(mainFaults).toEqual([
       { iova: 0x30010, length: 4, attrs: READ, reason: 'permission', access: 'read' },
     ]);
@@ -208,9 +215,9 @@ describe('an IOMMU domain handle in a worker_threads Worker', () => {
     }
     expect(fault).toBeInstanceOf(DMAFault);
     expect(fault).toMatchObject({ code: 'ERR_DMA_IOMMU_UNMAPPED', addr: 0x10000, length: 4 });
-    expect(() => ctx.writeU32LE(0x10004, 0)).toThrow(
-      expect.objectContaining({ code: 'ERR_DMA_IOMMU_UNMAPPED' }),
-    );
+    expect(() => {
+      ctx.writeU32LE(0x10004, 0);
+    }).toThrow(expect.objectContaining({ code: 'ERR_DMA_IOMMU_UNMAPPED' }));
     expect(peek(memory, 0x20000, 8)).toEqual([1, 2, 3, 4, 8, 7, 6, 5]);
     expect(mainFaults).toEqual([
       { iova: 0x10000, length: 4, attrs: WRITE, reason: 'unmapped' },
@@ -244,6 +251,33 @@ describe('an IOMMU domain handle in a worker_threads Worker', () => {
       { iova: 0x10000, length: 3, attrs: WRITE, reason: 'unmapped' },
     ]);
     expect(mainFaults).toEqual([]);
+  });
+});
+
+describe('a thread that dies inside an access', () => {
+  it('holds up one unmap for the stall limit, not every unmap after it', async () => {
+    const { domain, peer } = await shared();
+    domain.map(0x10000, 0x20000, PAGE, WRITE);
+    const hanging = new Promise((resolve) => {
+      peer.worker.on('message', (message: { hanging?: boolean }) => {
+        if (message.hanging === true) resolve(true);
+      });
+    });
+    void peer.request({ op: 'hang', iova: 0x10000 }).catch(() => undefined);
+    await bounded(hanging, WAIT_MS, 'the worker to block inside its access');
+    await peer.worker.terminate();
+
+    // The dead thread's slot still says "in an access": the first unmap waits the stall
+    // limit (1 s) for it, then gives up.
+    let started = performance.now();
+    domain.unmap(0x10000, PAGE);
+    expect(performance.now() - started).toBeGreaterThanOrEqual(900);
+
+    // Later unmaps do not wait for it again.
+    domain.map(0x10000, 0x20000, PAGE, WRITE);
+    started = performance.now();
+    domain.unmap(0x10000, PAGE);
+    expect(performance.now() - started).toBeLessThan(500);
   });
 });
 
@@ -305,11 +339,19 @@ function startLoop(workerData: Record<string, unknown>): {
   });
   failed.catch(() => undefined);
   const messages: ((message: unknown) => void)[] = [];
-  worker.on('message', (message: unknown) => messages.shift()?.(message));
-  const ready = new Promise<void>((resolve) => messages.push(() => resolve()));
-  const report = new Promise<LoopReport>((resolve) =>
-    messages.push((message) => resolve(message as LoopReport)),
-  );
+  worker.on('message', (message: unknown) => {
+    messages.shift()?.(message);
+  });
+  const ready = new Promise<void>((resolve) => {
+    messages.push(() => {
+      resolve();
+    });
+  });
+  const report = new Promise<LoopReport>((resolve) => {
+    messages.push((message) => {
+      resolve(message as LoopReport);
+    });
+  });
   return {
     ready: bounded(Promise.race([ready, failed]), WAIT_MS, 'a DMA loop worker to start'),
     report: Promise.race([report, failed]),
@@ -318,22 +360,29 @@ function startLoop(workerData: Record<string, unknown>): {
 
 class WorkerFailed extends Error {}
 
-/** Spins until `ready()`, a worker's error, or the wait limit. */
-function spinUntil(words: Int32Array, ready: () => boolean, what: string): void {
+/**
+ * Blocks until every worker's `field` word holds `round`, a worker fails, or the wait limit
+ * passes. It sleeps in `Atomics.wait` rather than spinning, so that the main thread leaves
+ * the CPUs to the devices: a device preempted inside an access holds up the next unmap.
+ */
+function waitForWorkers(
+  words: Int32Array,
+  workers: number,
+  field: number,
+  round: number,
+  what: string,
+): void {
   const deadline = performance.now() + WAIT_MS;
-  for (let spins = 1; !ready(); spins++) {
-    if ((spins & 1023) === 0) {
+  for (let worker = 0; worker < workers; worker++) {
+    const index = workerWord(worker, field);
+    for (;;) {
+      const value = Atomics.load(words, index);
+      if (value === round) break;
       if (Atomics.load(words, ERROR) !== 0) throw new WorkerFailed(what);
       if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+      Atomics.wait(words, index, value, 10);
     }
   }
-}
-
-function allAt(words: Int32Array, workers: number, field: number, round: number): boolean {
-  for (let worker = 0; worker < workers; worker++) {
-    if (Atomics.load(words, workerWord(worker, field)) !== round) return false;
-  }
-  return true;
 }
 
 /**
@@ -384,9 +433,8 @@ async function coherence(workers: number, rounds: number): Promise<CoherenceRepo
 
       Atomics.store(words, ROUND, round);
       Atomics.notify(words, ROUND);
-      spinUntil(words, () => allAt(words, workers, STARTED, round), `round ${round} to start`);
-      const runUntil = performance.now() + (Math.random() * RUN_MICROS) / 1000;
-      while (performance.now() < runUntil);
+      waitForWorkers(words, workers, STARTED, round, `round ${round} to start`);
+      Atomics.wait(words, IDLE, 0, (Math.random() * RUN_MICROS) / 1000);
 
       // Every worker has written through this round's mapping: the page must show it.
       memory.read(gpa, seen);
@@ -405,7 +453,7 @@ async function coherence(workers: number, rounds: number): Promise<CoherenceRepo
       unmapTotal += unmapMicros;
       unmapMax = Math.max(unmapMax, unmapMicros);
 
-      spinUntil(words, () => allAt(words, workers, DONE, round), `round ${round} to finish`);
+      waitForWorkers(words, workers, DONE, round, `round ${round} to finish`);
       before.set(canary);
       for (let other = 0; other < GPA_PAGES; other++) {
         const want = expected[other] as Uint8Array;

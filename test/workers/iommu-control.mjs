@@ -11,6 +11,8 @@ export const ROUND = 0;
 export const UNMAPPED = 1;
 /** Nonzero (the worker's index + 1) when a worker stopped on an unexpected error. */
 export const ERROR = 2;
+/** Always 0: the main thread sleeps on it. */
+export const IDLE = 3;
 
 /** Per worker: the last round in which it had a successful access. */
 export const STARTED = 0;
@@ -21,12 +23,21 @@ export const BUSY = 2;
 
 const WORDS_PER_LINE = 16;
 
-/** The index of a per-worker word. */
+/**
+ * The index of a per-worker word.
+ * @param {number} worker
+ * @param {number} field
+ * @returns {number}
+ */
 export function workerWord(worker, field) {
   return WORDS_PER_LINE * (worker + 1) + field;
 }
 
-/** The byte size of the control buffer for this many workers. */
+/**
+ * The byte size of the control buffer for this many workers.
+ * @param {number} workers
+ * @returns {number}
+ */
 export function controlBytes(workers) {
   return WORDS_PER_LINE * (workers + 1) * 4;
 }

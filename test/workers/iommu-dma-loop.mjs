@@ -20,8 +20,15 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { DMAContext, DMAError, GuestMemory, IommuDomain } from '../../dist/index.js';
 import { BUSY, DONE, ERROR, ROUND, STARTED, UNMAPPED, workerWord } from './iommu-control.mjs';
 
-const { memory, domain: domainHandle, control, worker, iova, pageSize, attemptsAfterFlag } =
-  workerData;
+const {
+  memory,
+  domain: domainHandle,
+  control,
+  worker,
+  iova,
+  pageSize,
+  attemptsAfterFlag,
+} = workerData;
 const words = new Int32Array(control);
 const busy = workerWord(worker, BUSY);
 const started = workerWord(worker, STARTED);
@@ -94,7 +101,7 @@ function waitForRound(previous) {
 
 function runRounds() {
   let sequence = 0;
-  for (let round = 0; ; ) {
+  for (let round = 0; ;) {
     round = waitForRound(round);
     if (round < 0) return;
     let announced = false;
@@ -106,6 +113,7 @@ function runRounds() {
         if (!announced) {
           announced = true;
           Atomics.store(words, started, round);
+          Atomics.notify(words, started);
         }
       } else {
         stats.faultsBeforeFlag++;

@@ -10,6 +10,8 @@ import { DMAContext, DMAError, GuestMemory, IommuDomain } from '../../dist/index
 
 /** @type {IommuDomain | undefined} */
 let domain;
+/** @type {GuestMemory | undefined} */
+let memory;
 /** @type {DMAContext | undefined} */
 let ctx;
 /** Every fault this thread's listener received since the last `faults` request. */
@@ -24,7 +26,8 @@ function run(request) {
           faults.push({ ...fault });
         },
       });
-      ctx = new DMAContext(GuestMemory.fromHandle(request.memory), { iommu: domain });
+      memory = GuestMemory.fromHandle(request.memory);
+      ctx = new DMAContext(memory, { iommu: domain });
       return { pageSize: domain.pageSize, mappingCount: domain.mappingCount };
     case 'map':
       domain.map(request.iova, request.gpa, request.size, request.perm);
@@ -43,6 +46,20 @@ function run(request) {
       return {};
     case 'readU32LE':
       return { value: ctx.readU32LE(request.iova) };
+    case 'hang': {
+      // A DMA write that never finishes: the trace callback for its release barrier, which
+      // runs inside the access, says so and blocks until the main thread terminates us.
+      const stuck = new DMAContext(memory, {
+        iommu: domain,
+        trace: (event) => {
+          if (event.op !== 'barrier') return;
+          parentPort.postMessage({ hanging: true });
+          Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 60_000);
+        },
+      });
+      stuck.write(request.iova, Uint8Array.of(1));
+      return {};
+    }
     case 'faults': {
       const seen = faults;
       faults = [];

@@ -1,0 +1,289 @@
+/**
+ * The device side of the virtio demo (a worker started by `runVariant` in virtqueue.mjs).
+ *
+ * It pops requests from the available ring, reads each request's two-descriptor chain and
+ * request payload (READ), checks the payload's checksum and sequence number, writes a
+ * response payload and a used element (WRITE), publishes the used index, and interrupts the
+ * driver when `vring_need_event(used_event, ...)` says so. When it runs out of work it
+ * publishes `avail_event` and re-checks the available index before sleeping: both of those
+ * "publish my index, then read the other side's" steps need a full barrier.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { DMAAttributes, DMAContext, GuestMemory } from 'dma-attrs';
+import {
+  DMADirection,
+  dmaBarrier,
+  dmaMemoryMap,
+  dmaMemoryRead,
+  dmaMemoryWrite,
+} from 'dma-attrs/legacy';
+import {
+  AVAIL_DECIDED,
+  AVAIL_ENTRIES,
+  AVAIL_EVENT,
+  AVAIL_IDX,
+  AVAIL_RING,
+  BUFFERS,
+  DESC_SIZE,
+  DESC_TABLE,
+  DONE,
+  DROP_INTERRUPTS,
+  GO,
+  IRQ,
+  KICK,
+  PAYLOAD_SIZE,
+  QUEUE_SIZE,
+  REQUEST_SALT,
+  REQUEST_SLOTS,
+  RESPONSE_SALT,
+  USED_DECIDED,
+  USED_ENTRIES,
+  USED_EVENT,
+  USED_IDX,
+  USED_RING,
+  VRING_DESC_F_NEXT,
+  VRING_DESC_F_WRITE,
+  fillPayload,
+  hasFullBarrier,
+  needEvent,
+  verifyPayload,
+} from './virtqueue.mjs';
+
+const { variant, handle, doorbell, watchdogMs, spinLimit } = workerData;
+const memory = GuestMemory.fromHandle(handle);
+const ctx = new DMAContext(memory);
+const door = new Int32Array(doorbell);
+const { READ, WRITE, RELAXED } = DMAAttributes;
+const legacy = variant === 'legacy';
+const relaxed = variant === 'relaxed';
+const full = hasFullBarrier(variant);
+/** Attributes of the ring-index and event-index accesses. */
+const readIndex = relaxed ? READ | RELAXED : READ;
+const writeIndex = relaxed ? WRITE | RELAXED : WRITE;
+
+// The 2012 device model accessed the rings with plain CPU loads and stores (QEMU's
+// lduw_phys/stw_phys) and put a full barrier before each; here: a mapped view of each ring
+// (dmaMemoryMap issues no barrier) and dmaBarrier() before every access through it.
+let availWords;
+let usedWords;
+if (legacy) {
+  const avail = dmaMemoryMap(ctx, AVAIL_RING, USED_EVENT + 2 - AVAIL_RING, DMADirection.TO_DEVICE);
+  const used = dmaMemoryMap(ctx, USED_RING, AVAIL_EVENT + 2 - USED_RING, DMADirection.FROM_DEVICE);
+  availWords = new Uint16Array(avail.buffer, avail.byteOffset, avail.length >> 1);
+  usedWords = new Uint16Array(used.buffer, used.byteOffset, used.length >> 1);
+}
+
+function readAvailIdx() {
+  if (legacy) {
+    dmaBarrier(ctx, DMADirection.TO_DEVICE);
+    return availWords[(AVAIL_IDX - AVAIL_RING) >> 1];
+  }
+  return ctx.readU16LE(AVAIL_IDX, readIndex);
+}
+
+function readUsedEvent() {
+  if (legacy) {
+    dmaBarrier(ctx, DMADirection.TO_DEVICE);
+    return availWords[(USED_EVENT - AVAIL_RING) >> 1];
+  }
+  return ctx.readU16LE(USED_EVENT, readIndex);
+}
+
+function readAvailEntry(index) {
+  if (legacy) {
+    dmaBarrier(ctx, DMADirection.TO_DEVICE);
+    return availWords[(AVAIL_ENTRIES - AVAIL_RING + 2 * index) >> 1];
+  }
+  return ctx.readU16LE(AVAIL_ENTRIES + 2 * index, readIndex);
+}
+
+function writeUsedIdx(value) {
+  if (legacy) {
+    dmaBarrier(ctx, DMADirection.FROM_DEVICE);
+    usedWords[(USED_IDX - USED_RING) >> 1] = value;
+  } else {
+    ctx.writeU16LE(USED_IDX, value, writeIndex);
+  }
+}
+
+function writeAvailEvent(value) {
+  if (legacy) {
+    dmaBarrier(ctx, DMADirection.FROM_DEVICE);
+    usedWords[(AVAIL_EVENT - USED_RING) >> 1] = value;
+  } else {
+    ctx.writeU16LE(AVAIL_EVENT, value, writeIndex);
+  }
+}
+
+/** virtio_mb(): between publishing an index and reading the other side's event index. */
+function fullBarrier() {
+  if (legacy) dmaBarrier(ctx, DMADirection.FROM_DEVICE);
+  else if (full) ctx.barrier('full');
+}
+
+// Buffers reused for every request: no allocation per packet.
+const desc = new Uint8Array(DESC_SIZE);
+const descView = new DataView(desc.buffer);
+const payload = new Uint8Array(PAYLOAD_SIZE);
+const used = new Uint8Array(8);
+const usedView = new DataView(used.buffer);
+const descAttrs = relaxed ? READ | RELAXED : READ;
+// The payload read is ordered by the acquire after the descriptor read; the response and
+// used element are published by the release before the used-index store.
+const payloadReadAttrs = READ | RELAXED;
+const payloadWriteAttrs = WRITE | RELAXED;
+
+function readDesc(index) {
+  const addr = DESC_TABLE + DESC_SIZE * index;
+  if (legacy) dmaMemoryRead(ctx, addr, desc, DESC_SIZE);
+  else ctx.read(addr, desc, descAttrs);
+  return {
+    addr: Number(descView.getBigUint64(0, true)),
+    len: descView.getUint32(8, true),
+    flags: descView.getUint16(12, true),
+    next: descView.getUint16(14, true),
+  };
+}
+
+function validBuffer(d, flags) {
+  return (
+    d.len === PAYLOAD_SIZE &&
+    d.flags === flags &&
+    d.addr >= BUFFERS &&
+    d.addr + PAYLOAD_SIZE <= BUFFERS + REQUEST_SLOTS * 2 * PAYLOAD_SIZE
+  );
+}
+
+let corrupted = 0;
+let expectedSeq = 0;
+
+/** Serves one request: returns the bytes written to its response buffer (0 when corrupted). */
+function serve(head) {
+  if (head >= QUEUE_SIZE) {
+    corrupted++;
+    return 0;
+  }
+  const out = readDesc(head);
+  if (!validBuffer(out, VRING_DESC_F_NEXT) || out.next >= QUEUE_SIZE) {
+    corrupted++;
+    return 0;
+  }
+  const inDesc = readDesc(out.next);
+  if (!validBuffer(inDesc, VRING_DESC_F_WRITE)) {
+    corrupted++;
+    return 0;
+  }
+  if (legacy) dmaMemoryRead(ctx, out.addr, payload, PAYLOAD_SIZE);
+  else ctx.read(out.addr, payload, payloadReadAttrs);
+  const seq = verifyPayload(payload, 0);
+  // Requests are published in sequence order: a stale or torn request fails one check or the other.
+  if (seq < 0 || seq !== expectedSeq) corrupted++;
+  expectedSeq = (seq < 0 ? expectedSeq : seq) + 1;
+  fillPayload(payload, 0, seq < 0 ? 0xffffffff : seq, RESPONSE_SALT);
+  if (legacy) dmaMemoryWrite(ctx, inDesc.addr, payload, PAYLOAD_SIZE);
+  else ctx.write(inDesc.addr, payload, payloadWriteAttrs);
+  return PAYLOAD_SIZE;
+}
+
+function writeUsedElem(slot, id, len) {
+  usedView.setUint32(0, id, true);
+  usedView.setUint32(4, len, true);
+  const addr = USED_ENTRIES + 8 * slot;
+  if (legacy) dmaMemoryWrite(ctx, addr, used, 8);
+  else ctx.write(addr, used, payloadWriteAttrs);
+}
+
+let lastAvail = 0; // u16: the next avail ring index to serve
+let availTotal = 0; // requests served, as a plain count
+let usedIdx = 0; // u16
+let usedTotal = 0;
+let interrupts = 0;
+let droppedInterrupts = 0;
+let lostKicks = 0;
+let watchdogWakeups = 0;
+let firstLostAt;
+let kickSeen = Atomics.load(door, KICK);
+
+function interrupt() {
+  if (Atomics.load(door, DROP_INTERRUPTS) > 0 && Atomics.sub(door, DROP_INTERRUPTS, 1) > 0) {
+    droppedInterrupts++;
+    return;
+  }
+  interrupts++;
+  Atomics.add(door, IRQ, 1);
+  Atomics.notify(door, IRQ);
+}
+
+parentPort.postMessage({ ready: true });
+while (Atomics.load(door, GO) === 0) Atomics.wait(door, GO, 0, 100);
+
+for (;;) {
+  let avail = readAvailIdx();
+  if (avail === lastAvail) {
+    if (Atomics.load(door, DONE) !== 0) break;
+    // Ask for a kick when the driver publishes entry `lastAvail`, then look again: the
+    // driver may have published before it could see the new avail_event. Store, then load:
+    // only a full barrier keeps the load from being satisfied before the store is visible.
+    writeAvailEvent(lastAvail);
+    fullBarrier();
+    avail = readAvailIdx();
+    if (avail === lastAvail) {
+      // Spin on the doorbell a little before sleeping, as an adaptive futex does: a kick
+      // then costs a cache-line transfer, not a wake-up. Only the doorbell is watched, never
+      // the ring, so a kick that is never sent still stalls the device until the watchdog.
+      for (let spin = 0; spin < spinLimit && Atomics.load(door, KICK) === kickSeen; spin++);
+      Atomics.wait(door, KICK, kickSeen, watchdogMs);
+      const kickNow = Atomics.load(door, KICK);
+      if (kickNow !== kickSeen) {
+        kickSeen = kickNow;
+        continue;
+      }
+      // The watchdog: no kick. Look again, ordered whatever the variant; if work is pending
+      // that the driver has finished deciding about, the kick for it was lost.
+      watchdogWakeups++;
+      const decided = Atomics.load(door, AVAIL_DECIDED);
+      if (Atomics.load(door, KICK) !== kickSeen) continue;
+      memory.barrier('full');
+      avail = ctx.readU16LE(AVAIL_IDX);
+      const pending = (avail - lastAvail) & 0xffff;
+      if (pending !== 0 && decided - (availTotal + pending) >= 0) {
+        lostKicks++;
+        firstLostAt ??= availTotal;
+      }
+      continue;
+    }
+  }
+  let pending = (avail - lastAvail) & 0xffff;
+  if (pending > QUEUE_SIZE) {
+    // A torn or stale index: not something a ring can hold. Count it and read again.
+    corrupted++;
+    continue;
+  }
+  const oldUsed = usedIdx;
+  for (; pending > 0; pending--) {
+    const head = readAvailEntry(lastAvail & (QUEUE_SIZE - 1));
+    const len = serve(head);
+    writeUsedElem(usedIdx & (QUEUE_SIZE - 1), head, len);
+    lastAvail = (lastAvail + 1) & 0xffff;
+    availTotal++;
+    usedIdx = (usedIdx + 1) & 0xffff;
+    usedTotal++;
+  }
+  // WRITE: the release before the store publishes the used elements and responses first.
+  writeUsedIdx(usedIdx);
+  // Publish, then read the driver's used_event: the store→load pair that needs `full`.
+  fullBarrier();
+  if (needEvent(readUsedEvent(), usedIdx, oldUsed)) interrupt();
+  Atomics.store(door, USED_DECIDED, usedTotal);
+}
+
+parentPort.postMessage({
+  role: 'device',
+  served: availTotal,
+  corrupted,
+  interrupts,
+  droppedInterrupts,
+  lostKicks,
+  watchdogWakeups,
+  firstLostAt,
+});

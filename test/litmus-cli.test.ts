@@ -1,0 +1,119 @@
+/**
+ * The `dma-attrs litmus` command, run as users run it: `node dist/cli.js litmus --json`,
+ * against the built package (`npm test` builds before vitest runs).
+ */
+import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { beforeAll, describe, expect, it } from 'vitest';
+
+const run = promisify(execFile);
+const CLI = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
+const ITERATIONS = 200_000;
+
+interface LitmusRun {
+  pattern: string;
+  policy: string;
+  barrier: string;
+  iterations: number;
+  forbidden: number;
+  perMillion: number;
+  allowedByModel: { tso: boolean; ecmascript: boolean };
+  promised: boolean;
+  pass: boolean;
+}
+
+async function litmus(
+  args: string[],
+): Promise<{ code: number; runs: LitmusRun[]; stderr: string }> {
+  try {
+    const { stdout, stderr } = await run(process.execPath, [CLI, 'litmus', '--json', ...args], {
+      maxBuffer: 1 << 24,
+    });
+    return { code: 0, runs: JSON.parse(stdout) as LitmusRun[], stderr };
+  } catch (error) {
+    const failed = error as { code?: number; stdout?: string; stderr?: string };
+    const runs = failed.stdout ? (JSON.parse(failed.stdout) as LitmusRun[]) : [];
+    return { code: failed.code ?? -1, runs, stderr: failed.stderr ?? '' };
+  }
+}
+
+beforeAll(() => {
+  if (!existsSync(CLI))
+    throw new Error('the litmus command runs dist/cli.js: run `npx tsup` first');
+});
+
+describe('dma-attrs litmus with the library barriers', () => {
+  const promised = [
+    ['sb', 'full'],
+    ['mp', 'acquire-release'],
+    ['lb', 'acquire-release'],
+  ] as const;
+  for (const [pattern, barrier] of promised) {
+    it(`observes no forbidden ${pattern} outcome with ${barrier}, strict and tso (${ITERATIONS} iterations each)`, async () => {
+      const { code, runs, stderr } = await litmus([
+        '--pattern',
+        pattern,
+        '--barrier',
+        barrier,
+        '--policy',
+        'all',
+        '--iterations',
+        String(ITERATIONS),
+      ]);
+      console.log(stderr.trim());
+      expect(runs.map((entry) => entry.policy)).toEqual(['strict', 'tso']);
+      for (const entry of runs) {
+        expect(entry).toMatchObject({ pattern, barrier, iterations: ITERATIONS, promised: true });
+        expect(entry.forbidden).toBe(0);
+        expect(entry.pass).toBe(true);
+      }
+      expect(code).toBe(0);
+    });
+  }
+});
+
+describe('dma-attrs litmus --json', () => {
+  it('prints one object per pattern and barrier for a policy, with the documented fields', async () => {
+    const { code, runs } = await litmus(['--policy', 'tso', '--iterations', '2000']);
+    expect(code).toBe(0);
+    expect(runs).toHaveLength(9);
+    const keys = [
+      'allowedByModel',
+      'barrier',
+      'forbidden',
+      'iterations',
+      'pass',
+      'pattern',
+      'perMillion',
+      'policy',
+      'promised',
+    ];
+    for (const entry of runs) {
+      expect(Object.keys(entry).sort()).toEqual(keys);
+      expect(['sb', 'mp', 'lb']).toContain(entry.pattern);
+      expect(entry.policy).toBe('tso');
+      expect(['none', 'acquire-release', 'full']).toContain(entry.barrier);
+      expect(entry.iterations).toBe(2000);
+      expect(entry.perMillion).toBeCloseTo((entry.forbidden * 1e6) / 2000);
+      expect(typeof entry.allowedByModel.tso).toBe('boolean');
+      expect(typeof entry.allowedByModel.ecmascript).toBe('boolean');
+      expect(entry.promised).toBe(
+        entry.barrier === 'full' || (entry.barrier === 'acquire-release' && entry.pattern !== 'sb'),
+      );
+      expect(entry.pass).toBe(!entry.promised || entry.forbidden === 0);
+    }
+    // The models' verdicts: x86-TSO only lets a load pass an earlier store.
+    const sbNone = runs.find((entry) => entry.pattern === 'sb' && entry.barrier === 'none');
+    expect(sbNone?.allowedByModel).toEqual({ tso: true, ecmascript: true });
+    const mp = runs.find((entry) => entry.pattern === 'mp' && entry.barrier === 'acquire-release');
+    expect(mp?.allowedByModel).toEqual({ tso: false, ecmascript: true });
+  });
+
+  it('exits 2 on bad usage', async () => {
+    const { code, stderr } = await litmus(['--pattern', 'xx']);
+    expect(code).toBe(2);
+    expect(stderr).toContain('--pattern must be sb, mp, lb or all');
+  });
+});
