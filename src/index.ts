@@ -3,6 +3,7 @@
  * accessors whose ordering barrier follows from READ / WRITE / RELAXED attributes.
  *
  * @packageDocumentation
+ * @module dma-attrs
  */
 export {
   DMAAttributes,

@@ -4,7 +4,7 @@
  * that old device models run unchanged while they migrate (`npx dma-attrs migrate`), and
  * it is built on the attributes API: no second implementation of memory access.
  *
- * @module
+ * @module dma-attrs/legacy
  */
 /* eslint-disable @typescript-eslint/no-deprecated -- this module is the deprecated API itself */
 import { DMAAttributes } from './attributes.js';
@@ -18,7 +18,7 @@ const { READ, WRITE, RELAXED } = DMAAttributes;
 /**
  * The direction of a transfer, as the 2012 helpers named it.
  *
- * @deprecated Use {@link DMAAttributes}: `TO_DEVICE` is `DMAAttributes.READ`,
+ * @deprecated Use {@link dma-attrs!DMAAttributes}: `TO_DEVICE` is `DMAAttributes.READ`,
  * `FROM_DEVICE` is `DMAAttributes.WRITE`.
  */
 export enum DMADirection {
@@ -33,7 +33,7 @@ export enum DMADirection {
  *
  * @param dir - a {@link DMADirection}.
  * @returns `DMAAttributes.READ` or `DMAAttributes.WRITE`.
- * @throws {@link DMAError} `ERR_DMA_INVALID_ATTRIBUTES` for anything else.
+ * @throws {@link dma-attrs!DMAError} `ERR_DMA_INVALID_ATTRIBUTES` for anything else.
  * @deprecated Write `DMAAttributes.READ` or `DMAAttributes.WRITE` directly.
  */
 export function directionToAttributes(dir: DMADirection): number {

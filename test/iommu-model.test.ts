@@ -506,7 +506,8 @@ const unmapArb = fc
   .record({
     iovaPage: fc.integer({ min: 0, max: IOVA_PAGES - 1 }),
     pages: fc.oneof(
-      { weight: 30, arbitrary: fc.integer({ min: 1, max: 5 }) },
+      { weight: 20, arbitrary: fc.integer({ min: 1, max: 2 }) },
+      { weight: 10, arbitrary: fc.integer({ min: 3, max: 5 }) },
       { weight: 2, arbitrary: fc.constant(IOVA_PAGES) },
       { weight: 1, arbitrary: fc.constant(0) },
     ),

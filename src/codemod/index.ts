@@ -4,6 +4,7 @@
  * {@link runMigrate} is the `dma-attrs migrate` command. Needs the `typescript` package.
  *
  * @packageDocumentation
+ * @module dma-attrs/codemod
  */
 export { runMigrate, type CliIo } from './cli.js';
 export { unifiedDiff } from './diff.js';

@@ -75,7 +75,7 @@ const MAX_ITERATIONS = 10_000_000;
 const RUN_TIMEOUT_BASE_MS = 30_000;
 
 /** The package's own name: a variable, so that neither tsc nor the bundler resolves it. */
-const PACKAGE: string = 'dma-attrs';
+const PACKAGE = 'dma-attrs';
 
 interface Options {
   patterns: readonly LitmusPattern[];

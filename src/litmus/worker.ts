@@ -15,7 +15,7 @@ import type * as Library from '../index.js';
 import type { LitmusWorkerData } from './patterns.js';
 
 /** The package's own name: a variable, so that neither tsc nor the bundler resolves it. */
-const PACKAGE: string = 'dma-attrs';
+const PACKAGE = 'dma-attrs';
 
 const SPINS = 4096;
 const SLEEP_MS = 20;

@@ -1,0 +1,284 @@
+/**
+ * Every performance budget of the issues in one table: what was measured, the limit, met or not.
+ *
+ * A row is `{ name, issue, limit, measured, unit, comparison, met, subject?, baseline?,
+ * subjectNs?, baselineNs? }` where `unit` is `'×'` (a ratio of medians), `'ns'` (a difference
+ * of medians), `'files/s'`, `'MiB'`, `'GC events'` or `'s'`, and `met` compares `measured`
+ * with `limit` by `comparison` (`'<='` or `'>='`). A budget that could not be measured in this
+ * run has `measured: null`, `met: null` and a `skipped` reason.
+ */
+
+/**
+ * @param {{ micro: Array<object>, allocation: { kinds: Array<object> } | undefined,
+ *   codemod: object | undefined, elapsedSeconds: number | undefined }} measured
+ * @returns {Array<object>}
+ */
+export function computeBudgets({ micro, allocation, codemod, elapsedSeconds }) {
+  const byName = new Map(micro.map((result) => [result.name, result]));
+  const rows = [];
+
+  /** The fastest of several benchmarks by median, as the baseline. */
+  const fastest = (...names) => {
+    let best;
+    for (const name of names) {
+      const result = byName.get(name);
+      if (result !== undefined && (best === undefined || result.p50 < best.p50)) best = result;
+    }
+    return best;
+  };
+  const get = (nameOrResult) =>
+    typeof nameOrResult === 'string' ? byName.get(nameOrResult) : nameOrResult;
+
+  /** subject / baseline ≤ limit (or, with `inverse`, baseline / subject ≥ limit: throughput). */
+  const ratio = (issue, name, subjectName, baselineName, limit, inverse = false) => {
+    const subject = get(subjectName);
+    const baseline = get(baselineName);
+    if (subject === undefined || baseline === undefined) return;
+    const measured = inverse ? baseline.p50 / subject.p50 : subject.p50 / baseline.p50;
+    rows.push({
+      name,
+      issue,
+      limit,
+      measured,
+      unit: '×',
+      comparison: inverse ? '>=' : '<=',
+      met: inverse ? measured >= limit : measured <= limit,
+      subject: subject.name,
+      baseline: baseline.name,
+      subjectNs: subject.p50,
+      baselineNs: baseline.p50,
+    });
+  };
+  /** subject - baseline ≤ limit nanoseconds. */
+  const delta = (issue, name, subjectName, baselineName, limit) => {
+    const subject = get(subjectName);
+    const baseline = get(baselineName);
+    if (subject === undefined || baseline === undefined) return;
+    const measured = subject.p50 - baseline.p50;
+    rows.push({
+      name,
+      issue,
+      limit,
+      measured,
+      unit: 'ns',
+      comparison: '<=',
+      met: measured <= limit,
+      subject: subject.name,
+      baseline: baseline.name,
+      subjectNs: subject.p50,
+      baselineNs: baseline.p50,
+    });
+  };
+
+  // ---- issue 2: the core ------------------------------------------------------------------
+  for (const size of [8, 64, 4096, 65536]) {
+    const limit = size >= 64 ? 1.25 : 2;
+    ratio(
+      2,
+      `relaxed read ${size} B ≤ ${limit}× best raw`,
+      `relaxed read ${size}B tso`,
+      fastest(`raw read loop ${size}B`, `raw read subarray+set ${size}B`),
+      limit,
+    );
+    ratio(
+      2,
+      `relaxed write ${size} B ≤ ${limit}× best raw`,
+      `relaxed write ${size}B tso`,
+      fastest(`raw write loop ${size}B`, `raw write set ${size}B`),
+      limit,
+    );
+  }
+  for (const size of [8, 64, 4096, 65536]) {
+    ratio(
+      2,
+      `acquire read ${size} B ≤ 1.05× relaxed (tso)`,
+      `acquire read ${size}B tso`,
+      `relaxed read ${size}B tso`,
+      1.05,
+    );
+    ratio(
+      2,
+      `release write ${size} B ≤ 1.05× relaxed (tso)`,
+      `release write ${size}B tso`,
+      `relaxed write ${size}B tso`,
+      1.05,
+    );
+  }
+  ratio(
+    2,
+    'acquire readU32LE ≤ 1.05× relaxed (tso)',
+    'acquire readU32LE tso',
+    'relaxed readU32LE tso',
+    1.05,
+  );
+  ratio(
+    2,
+    'release writeU32LE ≤ 1.05× relaxed (tso)',
+    'release writeU32LE tso',
+    'relaxed writeU32LE tso',
+    1.05,
+  );
+  ratio(2, 'release set 64 B ≤ 1.05× relaxed (tso)', 'release set 64B tso', 'relaxed set 64B tso', 1.05);
+  for (const policy of ['tso', 'strict']) {
+    for (const size of [8, 64, 4096, 65536]) {
+      delta(
+        2,
+        `full read ${size} B ≤ relaxed + 15 ns (${policy})`,
+        `full read ${size}B ${policy}`,
+        `relaxed read ${size}B ${policy}`,
+        15,
+      );
+      delta(
+        2,
+        `full write ${size} B ≤ relaxed + 15 ns (${policy})`,
+        `full write ${size}B ${policy}`,
+        `relaxed write ${size}B ${policy}`,
+        15,
+      );
+    }
+  }
+  for (const size of [8, 64]) {
+    for (const op of ['read', 'write']) {
+      for (const style of ['const', 'inline']) {
+        delta(
+          2,
+          `flag object (${style}) ${op} ${size} B ≤ numeric + 15 ns`,
+          `flags-${style} relaxed ${op} ${size}B tso`,
+          `relaxed ${op} ${size}B tso`,
+          15,
+        );
+      }
+    }
+  }
+  for (const style of ['const', 'inline']) {
+    delta(
+      2,
+      `flag object (${style}) readU32LE ≤ numeric + 15 ns`,
+      `flags-${style} relaxed readU32LE tso`,
+      'relaxed readU32LE tso',
+      15,
+    );
+  }
+  // Not in the issue's list, held to its 8 B budget by analogy: a u32 is smaller than 8 B.
+  ratio(
+    2,
+    'relaxed readU32LE ≤ 2× best raw (8 B budget, by analogy)',
+    'relaxed readU32LE tso',
+    fastest('raw readU32LE DataView', 'raw readU32LE u32[i]'),
+    2,
+  );
+  ratio(
+    2,
+    'relaxed writeU32LE ≤ 2× best raw (8 B budget, by analogy)',
+    'relaxed writeU32LE tso',
+    fastest('raw writeU32LE DataView', 'raw writeU32LE u32[i]'),
+    2,
+  );
+  ratio(2, 'relaxed set 64 B ≤ 1.25× raw fill', 'relaxed set 64B tso', 'raw fill 64B', 1.25);
+
+  const zeroKinds = allocation?.kinds.filter((row) => row.expect === 'zero') ?? [];
+  if (zeroKinds.length > 0) {
+    const events = zeroKinds.reduce((sum, row) => sum + row.gcEvents, 0);
+    rows.push({
+      name: `no allocation per access, numeric attributes (GC events over ${zeroKinds.length} kinds × ${allocation.kinds[0]?.accesses ?? 0} accesses)`,
+      issue: 2,
+      limit: 0,
+      measured: events,
+      unit: 'GC events',
+      comparison: '<=',
+      met: events === 0,
+    });
+  }
+
+  // ---- issue 3: the IOMMU -------------------------------------------------------------------
+  for (const size of [64, 4096]) {
+    for (const op of ['read', 'write']) {
+      delta(
+        3,
+        `IOTLB hit, ${op} ${size} B single page ≤ no IOMMU + 15 ns`,
+        `iommu ${op} ${size}B single page`,
+        `relaxed ${op} ${size}B tso`,
+        15,
+      );
+    }
+  }
+  for (const op of ['read', 'write']) {
+    ratio(
+      3,
+      `IOMMU ${op} 4 KiB single page ≥ 0.9× no-IOMMU throughput`,
+      `iommu ${op} 4096B single page`,
+      `relaxed ${op} 4096B tso`,
+      0.9,
+      true,
+    );
+    ratio(
+      3,
+      `IOMMU ${op} 4 KiB page-crossing ≥ 0.9× no-IOMMU throughput`,
+      `iommu ${op} 4096B page-crossing`,
+      `relaxed ${op} 4096B tso, page-crossing address`,
+      0.9,
+      true,
+    );
+  }
+
+  // ---- issue 4: the codemod -----------------------------------------------------------------
+  const codemodRow = (name, limit, unit, comparison, value) => {
+    if (codemod === undefined || codemod.skipped !== undefined || value === undefined) {
+      rows.push({
+        name,
+        issue: 4,
+        limit,
+        measured: null,
+        unit,
+        comparison,
+        met: null,
+        skipped: codemod?.skipped ?? 'not run',
+      });
+      return;
+    }
+    rows.push({
+      name,
+      issue: 4,
+      limit,
+      measured: value,
+      unit,
+      comparison,
+      met: comparison === '<=' ? value <= limit : value >= limit,
+    });
+  };
+  codemodRow('codemod, 2,000 files (~16 MB): ≥ 400 files/s', 400, 'files/s', '>=', codemod?.filesPerSecond);
+  codemodRow('codemod, 2,000 files (~16 MB): ≤ 1 GiB peak RSS', 1024, 'MiB', '<=', codemod?.peakRssMiB);
+
+  // ---- issue 6: this benchmark --------------------------------------------------------------
+  if (elapsedSeconds !== undefined) {
+    rows.push({
+      name: 'bench --quick finishes in < 30 s',
+      issue: 6,
+      limit: 30,
+      measured: elapsedSeconds,
+      unit: 's',
+      comparison: '<=',
+      met: elapsedSeconds < 30,
+    });
+  }
+  return rows;
+}
+
+/** A budget's measured value and limit as text: `1.031×`, `+4.20 ns`, `812 files/s`. */
+export function formatBudgetValue(value, unit) {
+  if (value === null || value === undefined) return '—';
+  if (unit === '×') return `${value.toFixed(3)}×`;
+  if (unit === 'ns') return `${value >= 0 ? '+' : ''}${value.toFixed(2)} ns`;
+  if (unit === 's') return `${value.toFixed(1)} s`;
+  if (unit === 'GC events') return `${value} GC`;
+  return `${Math.round(value)} ${unit}`;
+}
+
+/** The limit as text: `≤ 1.25×`, `≤ +15 ns`, `≥ 400 files/s`. */
+export function formatLimit(row) {
+  const sign = row.comparison === '<=' ? '≤' : '≥';
+  if (row.unit === 'ns') return `${sign} +${row.limit} ns`;
+  if (row.unit === '×') return `${sign} ${row.limit}×`;
+  if (row.unit === 'GC events') return `${row.limit} GC`;
+  return `${sign} ${row.limit} ${row.unit}`;
+}

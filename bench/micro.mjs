@@ -1,0 +1,345 @@
+/**
+ * The micro benchmark: every accessor beside the best hand-written TypedArray code for the
+ * same work, timed by mitata in one run so that the ratios compare like with like.
+ *
+ * Each benchmark is described by { name, group, op, size, strength, policy, fn }, so that the
+ * budgets, the tables and the chart can find what they need without parsing names.
+ * Ratios use the median (p50) of mitata's samples: on a shared machine the average moves
+ * with every other process, the median much less.
+ */
+import { DMAAttributes, DMAContext, GuestMemory, IommuDomain } from 'dma-attrs';
+import {
+  dmaBarrier,
+  dmaMemoryRead,
+  dmaMemoryReadRelaxed,
+  dmaMemorySet,
+  dmaMemoryWrite,
+  DMADirection,
+} from 'dma-attrs/legacy';
+
+const { BIDIRECTIONAL, RELAXED } = DMAAttributes;
+
+/** The transfer sizes of the performance issue. */
+export const SIZES = [8, 64, 4096, 65536];
+/** The barrier policies compared side by side. */
+export const POLICIES = ['tso', 'strict'];
+
+const ADDR = 4096;
+const MEMORY_SIZE = 1 << 20;
+const PAGE = 4096;
+/** Where the IOMMU maps guest memory: IOVA = GPA + IOVA_BASE, so the copies touch the same bytes. */
+const IOVA_BASE = 1 << 24;
+const FLAGS_RELAXED = Object.freeze({ relaxed: true });
+// Below 2^30, so that values stay small integers (no boxed HeapNumber) on every V8 build.
+const VALUE32 = 0x12345678;
+
+/**
+ * Builds the benchmarks. Stores take a changing value, so that no compiler can drop a
+ * repeated identical store; loads go through mitata's `do_not_optimize`.
+ *
+ * @param {(value: unknown) => void} doNotOptimize mitata's `do_not_optimize`.
+ * @returns {Array<{ name: string, group: string, op: string, size: number, strength: string,
+ *   policy: string, fn: () => void }>}
+ */
+export function microBenchmarks(doNotOptimize) {
+  const memories = Object.fromEntries(
+    POLICIES.map((policy) => [policy, new GuestMemory({ size: MEMORY_SIZE, barrierPolicy: policy })]),
+  );
+  const contexts = Object.fromEntries(
+    POLICIES.map((policy) => [policy, new DMAContext(memories[policy])]),
+  );
+  const domain = new IommuDomain();
+  domain.map(IOVA_BASE, 0, MEMORY_SIZE, BIDIRECTIONAL);
+  const iommuCtx = new DMAContext(memories.tso, { iommu: domain });
+
+  // The hand-written baseline works on the same SharedArrayBuffer through its own views.
+  const buffer = memories.tso.buffer;
+  const guest = new Uint8Array(buffer);
+  const guestView = new DataView(buffer);
+  const guestU32 = new Uint32Array(buffer);
+  const guestU64 = new BigUint64Array(buffer);
+  const fenceWord = new Int32Array(new SharedArrayBuffer(64), 0, 1);
+  const buffers = new Map(SIZES.map((size) => [size, new Uint8Array(size).fill(0x5a)]));
+  let tick = 0;
+  const next = () => (tick = (tick + 1) & 0xfffffff);
+
+  const list = [];
+  const add = (name, meta, fn) => {
+    list.push({
+      name,
+      group: meta.group,
+      op: meta.op,
+      size: meta.size,
+      strength: meta.strength ?? 'relaxed',
+      policy: meta.policy ?? 'tso',
+      fn,
+    });
+  };
+
+  // ---- read / write at each size ----------------------------------------------------------
+  for (const size of SIZES) {
+    const buf = buffers.get(size);
+    const end = ADDR + size;
+    const meta = (op, strength, policy = 'tso') => ({ group: 'transfer', op, size, strength, policy });
+    add(`raw read loop ${size}B`, meta('read', 'raw'), () => {
+      for (let index = 0; index < size; index++) buf[index] = guest[ADDR + index];
+    });
+    add(`raw read subarray+set ${size}B`, meta('read', 'raw'), () => {
+      buf.set(guest.subarray(ADDR, end));
+    });
+    add(`raw write loop ${size}B`, meta('write', 'raw'), () => {
+      for (let index = 0; index < size; index++) guest[ADDR + index] = buf[index];
+    });
+    add(`raw write set ${size}B`, meta('write', 'raw'), () => {
+      guest.set(buf, ADDR);
+    });
+    for (const policy of POLICIES) {
+      const ctx = contexts[policy];
+      add(`relaxed read ${size}B ${policy}`, meta('read', 'relaxed', policy), () => {
+        ctx.read(ADDR, buf, RELAXED);
+      });
+      add(`acquire read ${size}B ${policy}`, meta('read', 'acquire', policy), () => {
+        ctx.read(ADDR, buf);
+      });
+      // A full barrier is what `barrier('full')` beside a relaxed access costs: the
+      // store→load pattern of virtio's notification suppression.
+      add(`full read ${size}B ${policy}`, meta('read', 'full', policy), () => {
+        ctx.read(ADDR, buf, RELAXED);
+        ctx.barrier('full');
+      });
+      add(`relaxed write ${size}B ${policy}`, meta('write', 'relaxed', policy), () => {
+        ctx.write(ADDR, buf, RELAXED);
+      });
+      add(`release write ${size}B ${policy}`, meta('write', 'release', policy), () => {
+        ctx.write(ADDR, buf);
+      });
+      add(`full write ${size}B ${policy}`, meta('write', 'full', policy), () => {
+        ctx.barrier('full');
+        ctx.write(ADDR, buf, RELAXED);
+      });
+    }
+  }
+
+  // ---- set (memset) at each size --------------------------------------------------------
+  for (const size of SIZES) {
+    const meta = (strength, policy = 'tso') => ({ group: 'set', op: 'set', size, strength, policy });
+    add(`raw fill ${size}B`, meta('raw'), () => {
+      guest.fill(0xab, ADDR, ADDR + size);
+    });
+    for (const policy of POLICIES) {
+      const ctx = contexts[policy];
+      add(`relaxed set ${size}B ${policy}`, meta('relaxed', policy), () => {
+        ctx.set(ADDR, 0xab, size, RELAXED);
+      });
+      add(`release set ${size}B ${policy}`, meta('release', policy), () => {
+        ctx.set(ADDR, 0xab, size);
+      });
+    }
+  }
+
+  // ---- fixed-width ------------------------------------------------------------------------
+  const fixed = (op, size, strength, policy = 'tso', group = 'fixed') => ({
+    group,
+    op,
+    size,
+    strength,
+    policy,
+  });
+  add('raw readU32LE DataView', fixed('readU32LE', 4, 'raw'), () => {
+    doNotOptimize(guestView.getUint32(ADDR, true));
+  });
+  add('raw readU32LE u32[i]', fixed('readU32LE', 4, 'raw'), () => {
+    doNotOptimize(guestU32[ADDR >> 2]);
+  });
+  add('raw readU32LE Atomics.load', fixed('readU32LE', 4, 'raw-atomic'), () => {
+    doNotOptimize(Atomics.load(guestU32, ADDR >> 2));
+  });
+  add('raw writeU32LE DataView', fixed('writeU32LE', 4, 'raw'), () => {
+    guestView.setUint32(ADDR, next(), true);
+  });
+  add('raw writeU32LE u32[i]', fixed('writeU32LE', 4, 'raw'), () => {
+    guestU32[ADDR >> 2] = next();
+  });
+  add('raw writeU32LE Atomics.store', fixed('writeU32LE', 4, 'raw-atomic'), () => {
+    Atomics.store(guestU32, ADDR >> 2, next());
+  });
+  add('raw readU64LE DataView', fixed('readU64LE', 8, 'raw'), () => {
+    doNotOptimize(guestView.getBigUint64(ADDR, true));
+  });
+  add('raw readU64LE Atomics.load', fixed('readU64LE', 8, 'raw-atomic'), () => {
+    doNotOptimize(Atomics.load(guestU64, ADDR >> 3));
+  });
+  add('raw Atomics.add (fence RMW)', fixed('barrier', 0, 'raw-atomic'), () => {
+    Atomics.add(fenceWord, 0, 0);
+  });
+  for (const policy of POLICIES) {
+    const ctx = contexts[policy];
+    add(`relaxed readU32LE ${policy}`, fixed('readU32LE', 4, 'relaxed', policy), () => {
+      doNotOptimize(ctx.readU32LE(ADDR, RELAXED));
+    });
+    add(`acquire readU32LE ${policy}`, fixed('readU32LE', 4, 'acquire', policy), () => {
+      doNotOptimize(ctx.readU32LE(ADDR));
+    });
+    add(`relaxed writeU32LE ${policy}`, fixed('writeU32LE', 4, 'relaxed', policy), () => {
+      ctx.writeU32LE(ADDR, next(), RELAXED);
+    });
+    add(`release writeU32LE ${policy}`, fixed('writeU32LE', 4, 'release', policy), () => {
+      ctx.writeU32LE(ADDR, next());
+    });
+    add(`relaxed readU64LE ${policy}`, fixed('readU64LE', 8, 'relaxed', policy), () => {
+      doNotOptimize(ctx.readU64LE(ADDR, RELAXED));
+    });
+    add(`acquire readU64LE ${policy}`, fixed('readU64LE', 8, 'acquire', policy), () => {
+      doNotOptimize(ctx.readU64LE(ADDR));
+    });
+    add(`barrier('full') ${policy}`, fixed('barrier', 0, 'full', policy), () => {
+      ctx.barrier('full');
+    });
+  }
+
+  // ---- flag objects beside numeric attributes -----------------------------------------------
+  const ctx = contexts.tso;
+  for (const size of [8, 64]) {
+    const buf = buffers.get(size);
+    const meta = (op, style) => ({ group: 'flags', op, size, strength: `relaxed (${style})` });
+    add(`flags-const relaxed read ${size}B tso`, meta('read', 'flags-const'), () => {
+      ctx.read(ADDR, buf, FLAGS_RELAXED);
+    });
+    add(`flags-inline relaxed read ${size}B tso`, meta('read', 'flags-inline'), () => {
+      ctx.read(ADDR, buf, { relaxed: true });
+    });
+    add(`flags-const relaxed write ${size}B tso`, meta('write', 'flags-const'), () => {
+      ctx.write(ADDR, buf, FLAGS_RELAXED);
+    });
+    add(`flags-inline relaxed write ${size}B tso`, meta('write', 'flags-inline'), () => {
+      ctx.write(ADDR, buf, { relaxed: true });
+    });
+  }
+  add('flags-const relaxed readU32LE tso', fixed('readU32LE', 4, 'relaxed (flags-const)', 'tso', 'flags'), () => {
+    doNotOptimize(ctx.readU32LE(ADDR, FLAGS_RELAXED));
+  });
+  add('flags-inline relaxed readU32LE tso', fixed('readU32LE', 4, 'relaxed (flags-inline)', 'tso', 'flags'), () => {
+    doNotOptimize(ctx.readU32LE(ADDR, { relaxed: true }));
+  });
+
+  // ---- IOMMU on: an IOTLB hit on one page, and an access that crosses a page ---------------
+  for (const size of [64, 4096]) {
+    const buf = buffers.get(size);
+    const single = IOVA_BASE + ADDR;
+    const crossing = IOVA_BASE + 2 * PAGE - size / 2;
+    const meta = (op, where) => ({ group: 'iommu', op, size, strength: `relaxed, ${where}` });
+    add(`iommu read ${size}B single page`, meta('read', 'single page'), () => {
+      iommuCtx.read(single, buf, RELAXED);
+    });
+    add(`iommu read ${size}B page-crossing`, meta('read', 'page-crossing'), () => {
+      iommuCtx.read(crossing, buf, RELAXED);
+    });
+    add(`iommu write ${size}B single page`, meta('write', 'single page'), () => {
+      iommuCtx.write(single, buf, RELAXED);
+    });
+    add(`iommu write ${size}B page-crossing`, meta('write', 'page-crossing'), () => {
+      iommuCtx.write(crossing, buf, RELAXED);
+    });
+    // The same page-crossing access without an IOMMU, for a like-for-like baseline.
+    add(`relaxed read ${size}B tso, page-crossing address`, meta('read', 'no IOMMU'), () => {
+      ctx.read(2 * PAGE - size / 2, buf, RELAXED);
+    });
+    add(`relaxed write ${size}B tso, page-crossing address`, meta('write', 'no IOMMU'), () => {
+      ctx.write(2 * PAGE - size / 2, buf, RELAXED);
+    });
+  }
+
+  // ---- the legacy API beside the new one, for the same work ---------------------------------
+  {
+    const buf = buffers.get(64);
+    const meta = (op, api) => ({ group: 'legacy', op, size: 64, strength: api });
+    add('legacy dmaMemoryRead 64B', meta('read', 'legacy (full before)'), () => {
+      dmaMemoryRead(ctx, ADDR, buf, 64);
+    });
+    add('legacy dmaMemoryReadRelaxed 64B', meta('read', 'legacy relaxed'), () => {
+      dmaMemoryReadRelaxed(ctx, ADDR, buf, 64);
+    });
+    add('legacy dmaMemoryWrite 64B', meta('write', 'legacy (full before)'), () => {
+      dmaMemoryWrite(ctx, ADDR, buf, 64);
+    });
+    add('legacy dmaMemorySet 64B', meta('set', 'legacy (full before)'), () => {
+      dmaMemorySet(ctx, ADDR, 0xab, 64);
+    });
+    add('legacy dmaBarrier', meta('barrier', 'legacy (full)'), () => {
+      dmaBarrier(ctx, DMADirection.FROM_DEVICE);
+    });
+    add('map+unmap BIDIRECTIONAL 64B tso', meta('map', 'new'), () => {
+      ctx.unmap(ctx.map(ADDR, 64, BIDIRECTIONAL));
+    });
+  }
+  return list;
+}
+
+/**
+ * The pairs the "legacy vs new" table shows: [legacy benchmark, new benchmark, what].
+ */
+export const LEGACY_PAIRS = [
+  ['legacy dmaMemoryRead 64B', 'acquire read 64B tso', 'read 64 B: full before vs acquire after'],
+  ['legacy dmaMemoryRead 64B', 'full read 64B tso', 'read 64 B: same barrier (full)'],
+  ['legacy dmaMemoryReadRelaxed 64B', 'relaxed read 64B tso', 'relaxed read 64 B'],
+  ['legacy dmaMemoryWrite 64B', 'release write 64B tso', 'write 64 B: full before vs release'],
+  ['legacy dmaMemorySet 64B', 'release set 64B tso', 'set 64 B: full before vs release'],
+  ['legacy dmaBarrier', "barrier('full') tso", 'barrier'],
+];
+
+/** Timing options of mitata's `measure` for the full run and for `--quick`. */
+export const TIMING = {
+  full: { min_cpu_time: 400e6, min_samples: 12 },
+  quick: { min_cpu_time: 25e6, min_samples: 12 },
+};
+
+/**
+ * Warms every benchmark, then measures each with mitata.
+ *
+ * Warming all of them first puts every piece of type feedback the library will ever see
+ * (numbers and flag objects, every size, both policies, IOMMU on and off) in place before
+ * timing starts: nothing deoptimizes halfway through, and every benchmark times the same code.
+ *
+ * @param {{ measure: Function }} mitata
+ * @param {ReturnType<typeof microBenchmarks>} benchmarks
+ * @param {{ quick: boolean, filter: RegExp, progress: (line: string) => void }} options
+ * @returns {Promise<Array<object>>} one result per benchmark, in nanoseconds.
+ */
+export async function runMicro(mitata, benchmarks, { quick, filter, progress }) {
+  const selected = benchmarks.filter((entry) => filter.test(entry.name));
+  progress(`micro: warming ${selected.length} benchmarks…`);
+  for (const entry of selected) {
+    const calls = Math.max(200, Math.floor((quick ? 1e5 : 4e5) / Math.max(entry.size, 8)));
+    for (let call = 0; call < calls; call++) entry.fn();
+  }
+  const timing = quick ? TIMING.quick : TIMING.full;
+  const results = [];
+  let done = 0;
+  for (const entry of selected) {
+    const stats = await mitata.measure(entry.fn, { ...timing });
+    done++;
+    const { fn: _fn, ...meta } = entry;
+    results.push({
+      ...meta,
+      p50: stats.p50,
+      avg: stats.avg,
+      p75: stats.p75,
+      p99: stats.p99,
+      min: stats.min,
+      max: stats.max,
+      samples: stats.samples.length,
+    });
+    progress(
+      `[${String(done).padStart(3)}/${selected.length}] ${entry.name.padEnd(48)} p50 ${formatNs(stats.p50).padStart(10)}`,
+    );
+  }
+  return results;
+}
+
+/** Formats nanoseconds for people. */
+export function formatNs(value) {
+  if (value === undefined || value === null || Number.isNaN(value)) return '—';
+  if (value >= 1e6) return `${(value / 1e6).toFixed(2)} ms`;
+  if (value >= 1e3) return `${(value / 1e3).toFixed(2)} µs`;
+  return `${value.toFixed(2)} ns`;
+}
