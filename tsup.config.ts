@@ -13,7 +13,9 @@ export default defineConfig({
   dts: { compilerOptions: { stripInternal: true } },
   splitting: true,
   sourcemap: true,
-  clean: true,
+  // `npm run build` empties dist first, for a build without stale chunks; `npx tsup` alone
+  // rebuilds in place, so that a rebuild never pulls files from under running workers.
+  clean: false,
   target: 'es2022',
   treeshake: true,
   // `import.meta.url` (the codemod's lazy `typescript` require) in the CommonJS output.

@@ -50,18 +50,22 @@ describe('the virtio demo', () => {
     });
   }
 
-  it('counts a dropped kick as a lost notification and recovers from it', async () => {
+  // A dropped notification stalls the other side only when it was asleep waiting for it;
+  // one the other side did not need (it found the work on its own re-check) is harmless. Five
+  // of each make a stall all but certain; every stall must be counted and recovered.
+  it('counts dropped kicks and interrupts that stall the other side, and recovers', async () => {
     const result = await virtqueue.runVariant({
       variant: 'attrs',
       durationMs: 1500,
-      dropKicks: 1,
-      dropInterrupts: 1,
+      dropKicks: 5,
+      dropInterrupts: 5,
     });
-    console.log('virtio attrs with a dropped kick and interrupt:', result);
-    expect(result.droppedKicks).toBe(1);
-    expect(result.droppedInterrupts).toBe(1);
-    expect(result.lostKicks).toBe(1);
-    expect(result.lostInterrupts).toBe(1);
+    console.log('virtio attrs with dropped kicks and interrupts:', result);
+    expect(result.droppedKicks).toBe(5);
+    expect(result.droppedInterrupts).toBe(5);
+    expect(result.lostNotifications).toBeGreaterThanOrEqual(1);
+    expect(result.lostKicks).toBeLessThanOrEqual(5);
+    expect(result.lostInterrupts).toBeLessThanOrEqual(5);
     expect(result.corrupted).toBe(0);
     expect(result.unfinished).toBe(0);
     // Recovered: packets kept flowing after the first loss.
