@@ -1,6 +1,6 @@
 /**
- * examples/iommu-permissions.mjs runs as a user would run it: `node` on the file, importing
- * the built package by its own name.
+ * The examples in examples/ run as a user would run them: `node` on the file, importing the
+ * built package by its own name.
  */
 import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -26,6 +26,18 @@ function runNode(script: string): Promise<Run> {
     );
   });
 }
+
+describe('examples/descriptor-completion.mjs', () => {
+  it('completes the request, prints the check and exits 0', async () => {
+    const { code, stdout, stderr } = await runNode('examples/descriptor-completion.mjs');
+    expect(stderr).toBe('');
+    expect(code).toBe(0);
+    expect(stdout).toMatch(/^device: payload "hello from the guest", checksum 0x[0-9a-f]+$/m);
+    expect(stdout).toMatch(
+      /^guest: request 7 completed: status OK, checksum 0x[0-9a-f]+ matches$/m,
+    );
+  }, 30_000);
+});
 
 describe('examples/iommu-permissions.mjs', () => {
   it('moves the good frames, logs both IOMMU faults, survives them and exits 0', async () => {
