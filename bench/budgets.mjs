@@ -118,7 +118,13 @@ export function computeBudgets({ micro, allocation, codemod, elapsedSeconds }) {
     'relaxed writeU32LE tso',
     1.05,
   );
-  ratio(2, 'release set 64 B ≤ 1.05× relaxed (tso)', 'release set 64B tso', 'relaxed set 64B tso', 1.05);
+  ratio(
+    2,
+    'release set 64 B ≤ 1.05× relaxed (tso)',
+    'release set 64B tso',
+    'relaxed set 64B tso',
+    1.05,
+  );
   for (const policy of ['tso', 'strict']) {
     for (const size of [8, 64, 4096, 65536]) {
       delta(
@@ -246,8 +252,20 @@ export function computeBudgets({ micro, allocation, codemod, elapsedSeconds }) {
       met: comparison === '<=' ? value <= limit : value >= limit,
     });
   };
-  codemodRow('codemod, 2,000 files (~16 MB): ≥ 400 files/s', 400, 'files/s', '>=', codemod?.filesPerSecond);
-  codemodRow('codemod, 2,000 files (~16 MB): ≤ 1 GiB peak RSS', 1024, 'MiB', '<=', codemod?.peakRssMiB);
+  codemodRow(
+    'codemod, 2,000 files (~16 MB): ≥ 400 files/s',
+    400,
+    'files/s',
+    '>=',
+    codemod?.filesPerSecond,
+  );
+  codemodRow(
+    'codemod, 2,000 files (~16 MB): ≤ 1 GiB peak RSS',
+    1024,
+    'MiB',
+    '<=',
+    codemod?.peakRssMiB,
+  );
 
   // ---- issue 6: this benchmark --------------------------------------------------------------
   if (elapsedSeconds !== undefined) {

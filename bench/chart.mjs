@@ -147,9 +147,13 @@ export function renderChart(micro, host) {
     );
     for (const series of panel.series) {
       const color = COLORS[series.strength] ?? '#000000';
-      const dash = series.policy === 'strict' && series.strength !== 'raw' && series.strength !== 'relaxed';
+      const dash =
+        series.policy === 'strict' && series.strength !== 'raw' && series.strength !== 'relaxed';
       const path = series.points
-        .map((point, at) => `${at === 0 ? 'M' : 'L'}${x(origin, point.size).toFixed(1)},${y(point.ns).toFixed(1)}`)
+        .map(
+          (point, at) =>
+            `${at === 0 ? 'M' : 'L'}${x(origin, point.size).toFixed(1)},${y(point.ns).toFixed(1)}`,
+        )
         .join(' ');
       out.push(
         `<g class="series" data-series="${escape(series.label)}"><title>${escape(`${panel.op}: ${series.label}`)}</title>`,
@@ -183,7 +187,9 @@ export function renderChart(micro, host) {
   out.push(
     `<line x1="${legendX}" x2="${legendX + 22}" y1="${legendY}" y2="${legendY}" stroke="#333333" stroke-width="2" stroke-dasharray="6 4"/>`,
   );
-  out.push(`<text x="${legendX + 28}" y="${legendY + 4}">strict policy (Atomics RMW per barrier)</text>`);
+  out.push(
+    `<text x="${legendX + 28}" y="${legendY + 4}">strict policy (Atomics RMW per barrier)</text>`,
+  );
   out.push('</svg>');
   return `${out.join('\n')}\n`;
 }

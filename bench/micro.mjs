@@ -30,8 +30,6 @@ const PAGE = 4096;
 /** Where the IOMMU maps guest memory: IOVA = GPA + IOVA_BASE, so the copies touch the same bytes. */
 const IOVA_BASE = 1 << 24;
 const FLAGS_RELAXED = Object.freeze({ relaxed: true });
-// Below 2^30, so that values stay small integers (no boxed HeapNumber) on every V8 build.
-const VALUE32 = 0x12345678;
 
 /**
  * Builds the benchmarks. Stores take a changing value, so that no compiler can drop a
@@ -43,7 +41,10 @@ const VALUE32 = 0x12345678;
  */
 export function microBenchmarks(doNotOptimize) {
   const memories = Object.fromEntries(
-    POLICIES.map((policy) => [policy, new GuestMemory({ size: MEMORY_SIZE, barrierPolicy: policy })]),
+    POLICIES.map((policy) => [
+      policy,
+      new GuestMemory({ size: MEMORY_SIZE, barrierPolicy: policy }),
+    ]),
   );
   const contexts = Object.fromEntries(
     POLICIES.map((policy) => [policy, new DMAContext(memories[policy])]),
@@ -80,7 +81,13 @@ export function microBenchmarks(doNotOptimize) {
   for (const size of SIZES) {
     const buf = buffers.get(size);
     const end = ADDR + size;
-    const meta = (op, strength, policy = 'tso') => ({ group: 'transfer', op, size, strength, policy });
+    const meta = (op, strength, policy = 'tso') => ({
+      group: 'transfer',
+      op,
+      size,
+      strength,
+      policy,
+    });
     add(`raw read loop ${size}B`, meta('read', 'raw'), () => {
       for (let index = 0; index < size; index++) buf[index] = guest[ADDR + index];
     });
@@ -122,7 +129,13 @@ export function microBenchmarks(doNotOptimize) {
 
   // ---- set (memset) at each size --------------------------------------------------------
   for (const size of SIZES) {
-    const meta = (strength, policy = 'tso') => ({ group: 'set', op: 'set', size, strength, policy });
+    const meta = (strength, policy = 'tso') => ({
+      group: 'set',
+      op: 'set',
+      size,
+      strength,
+      policy,
+    });
     add(`raw fill ${size}B`, meta('raw'), () => {
       guest.fill(0xab, ADDR, ADDR + size);
     });
@@ -215,12 +228,20 @@ export function microBenchmarks(doNotOptimize) {
       ctx.write(ADDR, buf, { relaxed: true });
     });
   }
-  add('flags-const relaxed readU32LE tso', fixed('readU32LE', 4, 'relaxed (flags-const)', 'tso', 'flags'), () => {
-    doNotOptimize(ctx.readU32LE(ADDR, FLAGS_RELAXED));
-  });
-  add('flags-inline relaxed readU32LE tso', fixed('readU32LE', 4, 'relaxed (flags-inline)', 'tso', 'flags'), () => {
-    doNotOptimize(ctx.readU32LE(ADDR, { relaxed: true }));
-  });
+  add(
+    'flags-const relaxed readU32LE tso',
+    fixed('readU32LE', 4, 'relaxed (flags-const)', 'tso', 'flags'),
+    () => {
+      doNotOptimize(ctx.readU32LE(ADDR, FLAGS_RELAXED));
+    },
+  );
+  add(
+    'flags-inline relaxed readU32LE tso',
+    fixed('readU32LE', 4, 'relaxed (flags-inline)', 'tso', 'flags'),
+    () => {
+      doNotOptimize(ctx.readU32LE(ADDR, { relaxed: true }));
+    },
+  );
 
   // ---- IOMMU on: an IOTLB hit on one page, and an access that crosses a page ---------------
   for (const size of [64, 4096]) {
@@ -290,7 +311,7 @@ export const LEGACY_PAIRS = [
 /** Timing options of mitata's `measure` for the full run and for `--quick`. */
 export const TIMING = {
   full: { min_cpu_time: 400e6, min_samples: 12 },
-  quick: { min_cpu_time: 25e6, min_samples: 12 },
+  quick: { min_cpu_time: 15e6, min_samples: 12 },
 };
 
 /**
@@ -309,7 +330,7 @@ export async function runMicro(mitata, benchmarks, { quick, filter, progress }) 
   const selected = benchmarks.filter((entry) => filter.test(entry.name));
   progress(`micro: warming ${selected.length} benchmarks…`);
   for (const entry of selected) {
-    const calls = Math.max(200, Math.floor((quick ? 1e5 : 4e5) / Math.max(entry.size, 8)));
+    const calls = Math.max(200, Math.floor((quick ? 5e4 : 4e5) / Math.max(entry.size, 8)));
     for (let call = 0; call < calls; call++) entry.fn();
   }
   const timing = quick ? TIMING.quick : TIMING.full;
@@ -318,9 +339,13 @@ export async function runMicro(mitata, benchmarks, { quick, filter, progress }) 
   for (const entry of selected) {
     const stats = await mitata.measure(entry.fn, { ...timing });
     done++;
-    const { fn: _fn, ...meta } = entry;
     results.push({
-      ...meta,
+      name: entry.name,
+      group: entry.group,
+      op: entry.op,
+      size: entry.size,
+      strength: entry.strength,
+      policy: entry.policy,
       p50: stats.p50,
       avg: stats.avg,
       p75: stats.p75,

@@ -344,8 +344,10 @@ export class DMAContext {
    * @param addr - the guest address (an IOVA with an IOMMU).
    * @param length - the wanted length, at least 1.
    * @param attrs - READ, WRITE or BIDIRECTIONAL, optionally with RELAXED.
-   * @returns a `Uint8Array` view into guest memory.
-   * @throws {@link DMAFault} `ERR_DMA_UNASSIGNED` when `addr` is in a hole;
+   * @returns a `Uint8Array` view into guest memory. The view is the guest's memory itself:
+   * an IOMMU `unmap` does not revoke it, so give it back before the mapping goes away.
+   * @throws {@link DMAFault} `ERR_DMA_UNASSIGNED` when `addr` is in a hole, or with an IOMMU
+   * `ERR_DMA_IOMMU_UNMAPPED` / `ERR_DMA_IOMMU_PERMISSION` for the first page;
    * {@link DMAError} for bad arguments.
    */
   map(addr: number, length: number, attrs: DMAAttributesLike): Uint8Array {

@@ -58,17 +58,33 @@ const relaxed = variant === 'relaxed';
 const full = hasFullBarrier(variant);
 /** Attributes of the ring-index and event-index accesses. */
 const readIndex = relaxed ? READ | RELAXED : READ;
-const writeIndex = relaxed ? WRITE | RELAXED : WRITE;
 
 // The 2012 device model accessed the rings with plain CPU loads and stores (QEMU's
 // lduw_phys/stw_phys) and put a full barrier before each; here: a mapped view of each ring
 // (dmaMemoryMap issues no barrier) and dmaBarrier() before every access through it.
+//
+// The other variants publish their indices (used.idx, avail_event) through a RELAXED mapped
+// view too, after the barrier the WRITE attribute implies: `ctx.barrier('release')` (none in
+// `relaxed`), then a plain aligned Uint16Array store. That is exactly what WRITE promises,
+// release and no more. `ctx.writeU16LE(addr, v, WRITE)` would be an `Atomics.store`, which V8
+// compiles to `xchg` on x64: a full fence, stronger than WRITE promises, that happens to close
+// the store→load race this demo is about, so `attrs-no-full` would show nothing on x64 while
+// staying wrong by contract (and on ARM, where that store is not a full fence). A RELAXED
+// `writeU16LE` is a DataView store, which unoptimized V8 code performs byte by byte: an index
+// could tear, so the demo uses a Uint16Array element store, one 16-bit `mov`, instead.
+// Under `barrierPolicy: 'strict'` the release barrier is itself a `lock xadd`, a full fence on
+// x64, so there too `attrs-no-full` loses nothing on this hardware; under `tso` (the default
+// `auto` on x64) release emits no instruction.
 let availWords;
 let usedWords;
 if (legacy) {
   const avail = dmaMemoryMap(ctx, AVAIL_RING, USED_EVENT + 2 - AVAIL_RING, DMADirection.TO_DEVICE);
   const used = dmaMemoryMap(ctx, USED_RING, AVAIL_EVENT + 2 - USED_RING, DMADirection.FROM_DEVICE);
   availWords = new Uint16Array(avail.buffer, avail.byteOffset, avail.length >> 1);
+  usedWords = new Uint16Array(used.buffer, used.byteOffset, used.length >> 1);
+} else {
+  // Mapped once for the whole run: a RELAXED map issues no barrier.
+  const used = ctx.map(USED_RING, AVAIL_EVENT + 2 - USED_RING, WRITE | RELAXED);
   usedWords = new Uint16Array(used.buffer, used.byteOffset, used.length >> 1);
 }
 
@@ -96,22 +112,19 @@ function readAvailEntry(index) {
   return ctx.readU16LE(AVAIL_ENTRIES + 2 * index, readIndex);
 }
 
+/** Publishes an index in the used-ring area: a plain store after the variant's barrier. */
+function publishIndex(addr, value) {
+  if (legacy) dmaBarrier(ctx, DMADirection.FROM_DEVICE);
+  else if (!relaxed) ctx.barrier('release'); // what WRITE implies; see the view's comment
+  usedWords[(addr - USED_RING) >> 1] = value;
+}
+
 function writeUsedIdx(value) {
-  if (legacy) {
-    dmaBarrier(ctx, DMADirection.FROM_DEVICE);
-    usedWords[(USED_IDX - USED_RING) >> 1] = value;
-  } else {
-    ctx.writeU16LE(USED_IDX, value, writeIndex);
-  }
+  publishIndex(USED_IDX, value);
 }
 
 function writeAvailEvent(value) {
-  if (legacy) {
-    dmaBarrier(ctx, DMADirection.FROM_DEVICE);
-    usedWords[(AVAIL_EVENT - USED_RING) >> 1] = value;
-  } else {
-    ctx.writeU16LE(AVAIL_EVENT, value, writeIndex);
-  }
+  publishIndex(AVAIL_EVENT, value);
 }
 
 /** virtio_mb(): between publishing an index and reading the other side's event index. */
