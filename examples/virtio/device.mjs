@@ -44,6 +44,7 @@ import {
   VRING_DESC_F_WRITE,
   fillPayload,
   hasFullBarrier,
+  pinThisThread,
   needEvent,
   verifyPayload,
 } from './virtqueue.mjs';
@@ -69,12 +70,14 @@ const readIndex = relaxed ? READ | RELAXED : READ;
 // release and no more. `ctx.writeU16LE(addr, v, WRITE)` would be an `Atomics.store`, which V8
 // compiles to `xchg` on x64: a full fence, stronger than WRITE promises, that happens to close
 // the store→load race this demo is about, so `attrs-no-full` would show nothing on x64 while
-// staying wrong by contract (and on ARM, where that store is not a full fence). A RELAXED
-// `writeU16LE` is a DataView store, which unoptimized V8 code performs byte by byte: an index
-// could tear, so the demo uses a Uint16Array element store, one 16-bit `mov`, instead.
-// Under `barrierPolicy: 'strict'` the release barrier is itself a `lock xadd`, a full fence on
-// x64, so there too `attrs-no-full` loses nothing on this hardware; under `tso` (the default
-// `auto` on x64) release emits no instruction.
+// staying wrong by contract. A RELAXED `writeU16LE` is a DataView store, which unoptimized V8
+// code may perform byte by byte: an index could tear, so the demo uses a Uint16Array element
+// store, one aligned 16-bit store, instead (host byte order: little-endian, as the driver
+// assumes too).
+// The release barrier emits nothing under `tso` (the default `auto` on x64) and a `lock xadd`
+// under `strict`; either way it comes before the store, so it cannot keep the store from
+// waiting in the store buffer while the load that follows it reads the other side's event
+// index. Only `barrier('full')` between the two does (measured: docs/memory-model.md).
 let availWords;
 let usedWords;
 if (legacy) {
@@ -226,6 +229,7 @@ function interrupt() {
   Atomics.notify(door, IRQ);
 }
 
+const pinned = pinThisThread(workerData.cpu);
 parentPort.postMessage({ ready: true });
 while (Atomics.load(door, GO) === 0) Atomics.wait(door, GO, 0, 100);
 
@@ -291,6 +295,7 @@ for (;;) {
 
 parentPort.postMessage({
   role: 'device',
+  pinned,
   served: availTotal,
   corrupted,
   interrupts,

@@ -39,6 +39,7 @@ import {
   VRING_DESC_F_WRITE,
   fillPayload,
   hasFullBarrier,
+  pinThisThread,
   needEvent,
   verifyPayload,
 } from './virtqueue.mjs';
@@ -183,6 +184,7 @@ function waitForInterrupt() {
   }
 }
 
+const pinned = pinThisThread(workerData.cpu);
 parentPort.postMessage({ ready: true });
 while (Atomics.load(door, GO) === 0) Atomics.wait(door, GO, 0, 100);
 
@@ -205,6 +207,7 @@ Atomics.add(door, KICK, 1);
 Atomics.notify(door, KICK);
 parentPort.postMessage({
   role: 'driver',
+  pinned,
   completed,
   corrupted,
   kicks,

@@ -52,6 +52,7 @@ for (const variant of VARIANTS) {
         'lost notifications',
         `${result.lostNotifications} (kicks ${result.lostKicks}, interrupts ${result.lostInterrupts})`,
       ],
+      ['lost notifications per second', (result.lostNotifications / result.seconds).toFixed(1)],
       [
         'corrupted payloads',
         `${result.corrupted} (requests ${result.corruptedRequests}, responses ${result.corruptedResponses})`,

@@ -18,6 +18,13 @@
  * 'full')`, what an emulated `SFENCE`/`LFENCE`/`MFENCE` would issue, and `attrs-no-full` lacks
  * the `virtio_mb()` just as the device lacks `barrier('full')`.
  *
+ * Both sides publish their indices with plain 16-bit stores after the barrier their variant
+ * implies (release, or nothing in `relaxed`), never with an `Atomics.store`: on x64 that is an
+ * `xchg`, a full fence, and it would hide the very store→load reordering `attrs-no-full` is
+ * there to show (see device.mjs). Nothing that fences (no `Atomics` store or read-modify-write)
+ * sits between publishing an index and reading the other side's event index; the bookkeeping
+ * below (`AVAIL_DECIDED`, `USED_DECIDED`, kicks, interrupts) comes after the decision.
+ *
  * Notifications live outside guest memory, in a small "doorbell" SharedArrayBuffer: a kick
  * is `Atomics.add` + `Atomics.notify` on the kick word, an interrupt the same on the
  * interrupt word. Each side sleeps with a bounded `Atomics.wait` (the watchdog); when it wakes
@@ -25,6 +32,8 @@
  * to notify for that work, a notification was lost: it is counted, and the side recovers by
  * processing the pending work.
  */
+import { execFileSync } from 'node:child_process';
+import { readFileSync, readlinkSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import { GuestMemory } from 'dma-attrs';
 
@@ -149,6 +158,41 @@ export function hasFullBarrier(variant) {
   return variant === 'legacy' || variant === 'attrs';
 }
 
+/**
+ * Pins the calling thread to one CPU (Linux, with util-linux's `taskset`); false where that is
+ * not possible. The demo pins the driver and the device to different CPUs: two threads that
+ * wake each other up tend to be put on one CPU by the scheduler, most of all when another
+ * process keeps the other CPU busy, and threads that take turns on one CPU never see each
+ * other's stores out of order (a context switch drains the store buffer), so no variant could
+ * lose a notification.
+ */
+export function pinThisThread(cpu) {
+  if (cpu === undefined) return false;
+  try {
+    const tid = readlinkSync('/proc/thread-self').split('/').pop();
+    execFileSync('taskset', ['-p', '-c', String(cpu), tid], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** The CPUs this process may run on (Linux), or an empty array where that is unknown. */
+export function allowedCpus() {
+  try {
+    const status = readFileSync('/proc/self/status', 'utf8');
+    const list = /^Cpus_allowed_list:\s*(\S+)/m.exec(status)?.[1];
+    const cpus = [];
+    for (const range of list === undefined ? [] : list.split(',')) {
+      const [first, last = first] = range.split('-').map(Number);
+      for (let cpu = first; cpu <= last; cpu++) cpus.push(cpu);
+    }
+    return cpus.filter((cpu) => Number.isInteger(cpu));
+  } catch {
+    return [];
+  }
+}
+
 // ---- Running a variant ---------------------------------------------------------------------
 
 /**
@@ -158,12 +202,15 @@ export function hasFullBarrier(variant) {
  * @param {'legacy' | 'attrs' | 'attrs-no-full' | 'relaxed'} options.variant
  * @param {number} [options.durationMs] how long the driver submits requests (default 2000).
  * @param {'strict' | 'tso' | 'auto'} [options.barrierPolicy] the guest memory's policy ('auto').
- * @param {number} [options.watchdogMs] the bound of every `Atomics.wait` (default 10).
+ * @param {number} [options.watchdogMs] the bound of every `Atomics.wait` (default 2): how long a
+ *   lost notification stalls a side, and so how many a run can show per second.
  * @param {number} [options.dropKicks] test hook: kicks the driver drops (default 0).
  * @param {number} [options.dropInterrupts] test hook: interrupts the device drops (default 0).
  * @param {number} [options.maxInFlight] requests the driver keeps in flight at most (default 4).
  * @param {number} [options.batch] requests the driver publishes at a time (default 1).
  * @param {number} [options.spinLimit] doorbell polls before each sleep (default 2000).
+ * @param {boolean} [options.pin] pin the device and the driver to two different CPUs (default
+ *   true; ignored unless the process may run on two CPUs or more); see `pinThisThread`.
  * @returns {Promise<object>} the counts; see the `return` statement.
  */
 export async function runVariant(options) {
@@ -171,12 +218,13 @@ export async function runVariant(options) {
     variant,
     durationMs = 2000,
     barrierPolicy = 'auto',
-    watchdogMs = 10,
+    watchdogMs = 2,
     dropKicks = 0,
     dropInterrupts = 0,
     maxInFlight = 4,
     batch = 1,
     spinLimit = 2000,
+    pin = true,
   } = options;
   if (!VARIANTS.includes(variant)) {
     throw new TypeError(
@@ -196,11 +244,16 @@ export async function runVariant(options) {
     maxInFlight: Math.max(1, Math.min(REQUEST_SLOTS, maxInFlight)),
     batch: Math.max(1, batch),
     spinLimit,
+    pin,
   };
+  const cpus = pin ? allowedCpus() : [];
+  const [deviceCpu, driverCpu] = cpus.length >= 2 ? cpus : [];
 
   const workers = [];
-  const start = (file) => {
-    const worker = new Worker(new URL(file, import.meta.url), { workerData: common });
+  const start = (file, cpu) => {
+    const worker = new Worker(new URL(file, import.meta.url), {
+      workerData: { ...common, cpu },
+    });
     workers.push(worker);
     const messages = [];
     let waiting;
@@ -237,8 +290,8 @@ export async function runVariant(options) {
   hardLimit.catch(() => {});
 
   try {
-    const nextFromDevice = start('./device.mjs');
-    const nextFromDriver = start('./driver.mjs');
+    const nextFromDevice = start('./device.mjs', deviceCpu);
+    const nextFromDriver = start('./driver.mjs', driverCpu);
     await Promise.race([Promise.all([nextFromDevice(), nextFromDriver()]), hardLimit]); // ready
     const cpuBefore = process.cpuUsage();
     const started = performance.now();
@@ -260,6 +313,7 @@ export async function runVariant(options) {
     return {
       variant,
       barrierPolicy: memory.barrierPolicy,
+      pinned: device.pinned && driver.pinned,
       seconds,
       packets: driver.completed,
       lostNotifications: device.lostKicks + driver.lostInterrupts,
