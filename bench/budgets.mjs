@@ -143,6 +143,24 @@ export function computeBudgets({ micro, allocation, codemod, elapsedSeconds }) {
       );
     }
   }
+  // The barrier itself, without a copy beside it: at 4 KiB and above the copy's own
+  // run-to-run spread is larger than 15 ns, so the per-size rows above are noisy there.
+  for (const policy of ['tso', 'strict']) {
+    const barrier = get(`barrier('full') ${policy}`);
+    if (barrier !== undefined) {
+      rows.push({
+        name: `barrier('full') alone ≤ 15 ns (${policy})`,
+        issue: 2,
+        limit: 15,
+        measured: barrier.p50,
+        unit: 'ns',
+        comparison: '<=',
+        met: barrier.p50 <= 15,
+        subject: barrier.name,
+        subjectNs: barrier.p50,
+      });
+    }
+  }
   for (const size of [8, 64]) {
     for (const op of ['read', 'write']) {
       for (const style of ['const', 'inline']) {
@@ -168,14 +186,14 @@ export function computeBudgets({ micro, allocation, codemod, elapsedSeconds }) {
   // Not in the issue's list, held to its 8 B budget by analogy: a u32 is smaller than 8 B.
   ratio(
     2,
-    'relaxed readU32LE ≤ 2× best raw (8 B budget, by analogy)',
+    'relaxed readU32LE ≤ 2× best raw (the 8 B budget by analogy; not in the issue)',
     'relaxed readU32LE tso',
     fastest('raw readU32LE DataView', 'raw readU32LE u32[i]'),
     2,
   );
   ratio(
     2,
-    'relaxed writeU32LE ≤ 2× best raw (8 B budget, by analogy)',
+    'relaxed writeU32LE ≤ 2× best raw (the 8 B budget by analogy; not in the issue)',
     'relaxed writeU32LE tso',
     fastest('raw writeU32LE DataView', 'raw writeU32LE u32[i]'),
     2,
@@ -282,10 +300,12 @@ export function computeBudgets({ micro, allocation, codemod, elapsedSeconds }) {
   return rows;
 }
 
-/** A budget's measured value and limit as text: `1.031×`, `+4.20 ns`, `812 files/s`. */
-export function formatBudgetValue(value, unit) {
+/** A budget's measured value as text: `1.031×`, `+4.20 ns` (a difference), `812 files/s`. */
+export function formatBudgetValue(row) {
+  const { measured: value, unit } = row;
   if (value === null || value === undefined) return '—';
   if (unit === '×') return `${value.toFixed(3)}×`;
+  if (unit === 'ns' && row.baseline === undefined) return `${value.toFixed(2)} ns`;
   if (unit === 'ns') return `${value >= 0 ? '+' : ''}${value.toFixed(2)} ns`;
   if (unit === 's') return `${value.toFixed(1)} s`;
   if (unit === 'GC events') return `${value} GC`;
@@ -295,7 +315,7 @@ export function formatBudgetValue(value, unit) {
 /** The limit as text: `≤ 1.25×`, `≤ +15 ns`, `≥ 400 files/s`. */
 export function formatLimit(row) {
   const sign = row.comparison === '<=' ? '≤' : '≥';
-  if (row.unit === 'ns') return `${sign} +${row.limit} ns`;
+  if (row.unit === 'ns') return `${sign} ${row.baseline === undefined ? '' : '+'}${row.limit} ns`;
   if (row.unit === '×') return `${sign} ${row.limit}×`;
   if (row.unit === 'GC events') return `${row.limit} GC`;
   return `${sign} ${row.limit} ${row.unit}`;

@@ -211,7 +211,7 @@ function table(header, rows, align = header.map((_, column) => (column === 0 ? '
 const count = (value) => Math.round(value).toLocaleString('en-US');
 
 /** The readable report. */
-function renderText(report) {
+export function renderText(report) {
   const { host, micro, macro, allocation, budgets, codemod } = report;
   const out = [];
   out.push(
@@ -307,7 +307,7 @@ function renderText(report) {
       budgets.map((row) => [
         `#${row.issue}`,
         row.name,
-        row.skipped === undefined ? formatBudgetValue(row.measured, row.unit) : 'not run',
+        row.skipped === undefined ? formatBudgetValue(row) : 'not run',
         formatLimit(row),
         row.met === null ? `— (${row.skipped})` : row.met ? 'yes' : 'NO',
       ]),
@@ -373,7 +373,9 @@ export async function runBench(argv, io) {
       })
     : { skipped: '--no-macro' };
   const codemod =
-    (options.codemod ?? !options.quick) ? await runCodemod(progress) : { skipped: '--quick' };
+    (options.codemod ?? !options.quick)
+      ? await runCodemod(progress)
+      : { skipped: options.codemod === false ? '--no-codemod' : '--quick' };
 
   const elapsedSeconds = (performance.now() - started) / 1000;
   const host = hostInfo(loadStart);

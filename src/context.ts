@@ -96,13 +96,25 @@ function impliedBits(attrs: DMAAttributesLike | undefined, implied: number, op: 
   if (typeof attrs === 'number' && (attrs & 7) === attrs) bits = attrs;
   else if (attrs === undefined) return implied;
   else bits = toAttributes(attrs);
-  const other = DIRECTIONS & ~implied;
-  if ((bits & other) !== 0) {
-    throw invalidAttributes(
-      `${op} implies ${implied === READ ? 'READ' : 'WRITE'}; attrs ${describe(attrs)} (${formatAttributes(bits)}) also set ${other === READ ? 'READ' : 'WRITE'}`,
-    );
-  }
+  if ((bits & DIRECTIONS & ~implied) !== 0) throw impliedConflict(attrs, bits, implied, op);
   return bits | implied;
+}
+
+/**
+ * The error for attributes that name the direction opposite to the implied one. Kept out of
+ * {@link impliedBits}: V8 inlines by bytecode size, and a message template in the hot path
+ * would use up the budget that the copy needs (see docs/performance.md).
+ */
+function impliedConflict(
+  attrs: DMAAttributesLike,
+  bits: number,
+  implied: number,
+  op: string,
+): DMAError {
+  const other = DIRECTIONS & ~implied;
+  return invalidAttributes(
+    `${op} implies ${implied === READ ? 'READ' : 'WRITE'}; attrs ${describe(attrs)} (${formatAttributes(bits)}) also set ${other === READ ? 'READ' : 'WRITE'}`,
+  );
 }
 
 /** The bits of an accessor that takes its direction from the caller. */
@@ -244,7 +256,8 @@ export class DMAContext {
    */
   rw(addr: number, buf: Uint8Array, attrs: DMAAttributesLike): void {
     const bits = directedBits(attrs, 'rw', true);
-    this.#transfer(addr, buf, bits);
+    if ((bits & READ) !== 0) this.#readFast(addr, buf, bits);
+    else this.#writeFast(addr, buf, bits);
   }
 
   /**
@@ -257,7 +270,7 @@ export class DMAContext {
    * @throws {@link DMAError} / {@link DMAFault} as {@link DMAContext.rw}.
    */
   read(addr: number, buf: Uint8Array, attrs?: DMAAttributesLike): void {
-    this.#transfer(addr, buf, impliedBits(attrs, READ, 'read'));
+    this.#readFast(addr, buf, impliedBits(attrs, READ, 'read'));
   }
 
   /**
@@ -270,7 +283,7 @@ export class DMAContext {
    * @throws {@link DMAError} / {@link DMAFault} as {@link DMAContext.rw}.
    */
   write(addr: number, data: Uint8Array, attrs?: DMAAttributesLike): void {
-    this.#transfer(addr, data, impliedBits(attrs, WRITE, 'write'));
+    this.#writeFast(addr, data, impliedBits(attrs, WRITE, 'write'));
   }
 
   /**
@@ -285,6 +298,24 @@ export class DMAContext {
    */
   set(addr: number, value: number, length: number, attrs?: DMAAttributesLike): void {
     const bits = impliedBits(attrs, WRITE, 'set');
+    // The flat fast path (valid numbers, no IOMMU, all RAM), as for read and write; anything
+    // else goes the checked way below, which throws the precise error.
+    if (
+      typeof value === 'number' &&
+      (value & 0xff) === value &&
+      typeof length === 'number' &&
+      (length | 0) === length &&
+      length >= 0
+    ) {
+      const offset = this.#fastOffset(addr, length);
+      if (offset >= 0) {
+        const strength = strengthCode(bits);
+        if ((strength & RELEASE) !== 0) this.#barrierEvent(strength, addr, length, bits);
+        this.#bytes.fill(value, offset, offset + length);
+        this.#after(strength, 'set', addr, length, bits);
+        return;
+      }
+    }
     checkAddress(addr);
     if (typeof value !== 'number' || (value & 0xff) !== value) {
       invalidArgument('value', 'an integer from 0 to 255', value);
@@ -566,24 +597,42 @@ export class DMAContext {
   }
 
   /**
-   * The common case written flat, so that V8 inlines it whole: no IOMMU, good numbers, all
-   * RAM. Anything else takes {@link DMAContext.#transferChecked}, which throws the precise
-   * error or walks the IOMMU.
+   * The common case of a read written flat, so that V8 inlines it whole: no IOMMU, good
+   * numbers, all RAM. Anything else takes {@link DMAContext.#transferChecked}, which throws
+   * the precise error or walks the IOMMU.
    */
-  #transfer(addr: number, buf: Uint8Array, bits: number): void {
+  #readFast(addr: number, buf: Uint8Array, bits: number): void {
     if (buf instanceof Uint8Array) {
       const length = buf.length;
       const offset = this.#fastOffset(addr, length);
       if (offset >= 0) {
         const strength = strengthCode(bits);
-        if ((strength & RELEASE) !== 0) this.#barrierEvent(strength, addr, length, bits);
-        if ((bits & READ) !== 0) copyOut(this.#guest, offset, buf, length);
-        else copyIn(this.#guest, offset, buf);
-        this.#after(strength, (bits & READ) !== 0 ? 'read' : 'write', addr, length, bits);
+        // A read asks for acquire (after) or none: nothing goes before it.
+        copyOut(this.#guest, offset, buf, length);
+        this.#after(strength, 'read', addr, length, bits);
         return;
       }
     }
     this.#transferChecked(addr, buf, bits);
+  }
+
+  /**
+   * {@link DMAContext.#readFast} for writes. Reads and writes have a fast path each, so that
+   * V8 inlines one copy routine into the caller rather than both.
+   */
+  #writeFast(addr: number, data: Uint8Array, bits: number): void {
+    if (data instanceof Uint8Array) {
+      const length = data.length;
+      const offset = this.#fastOffset(addr, length);
+      if (offset >= 0) {
+        const strength = strengthCode(bits);
+        if ((strength & RELEASE) !== 0) this.#barrierEvent(strength, addr, length, bits);
+        copyIn(this.#guest, offset, data);
+        this.#after(strength, 'write', addr, length, bits);
+        return;
+      }
+    }
+    this.#transferChecked(addr, data, bits);
   }
 
   /**
@@ -799,7 +848,7 @@ export class DMAContext {
     return view.getBigUint64(0, little);
   }
 
-  /** A fixed-width load: the flat fast path of {@link DMAContext.#transfer}, else {@link DMAContext.#fixed}. */
+  /** A fixed-width load: the flat fast path of {@link DMAContext.#readFast}, else {@link DMAContext.#fixed}. */
   #load(addr: number, width: 1 | 2 | 4, bits: number, little: boolean): number {
     const offset = this.#fastOffset(addr, width);
     if (offset < 0) return this.#fixed(addr, width, bits, little, 0, false) as number;
@@ -838,7 +887,23 @@ export class DMAContext {
   /** Emits a barrier and, when tracing, its event. */
   #barrierEvent(strength: number, addr: number, length: number, attrs: number): void {
     this.#fence.emit(strength);
-    this.#trace?.({
+    if (this.#trace !== undefined) this.#traceBarrier(strength, addr, length, attrs);
+  }
+
+  /**
+   * Traces a finished access and issues the barrier that goes after it: acquire and full
+   * (bit 0 of the numeric strength) order later accesses after this one.
+   */
+  #after(strength: number, op: DMATraceOp, addr: number, length: number, attrs: number): void {
+    if (this.#trace !== undefined) this.#traceAfter(strength, op, addr, length, attrs);
+    else if ((strength & ACQUIRE) !== 0) this.#fence.emit(strength);
+  }
+
+  // The tracing halves of #barrierEvent and #after live apart, so that the untraced hot path
+  // stays small enough for V8 to inline whole (event objects cost bytecode even when unused).
+
+  #traceBarrier(strength: number, addr: number, length: number, attrs: number): void {
+    (this.#trace as DMATrace)({
       op: 'barrier',
       addr,
       length,
@@ -847,17 +912,14 @@ export class DMAContext {
     });
   }
 
-  /**
-   * Traces a finished access and issues the barrier that goes after it: acquire and full
-   * (bit 0 of the numeric strength) order later accesses after this one.
-   */
-  #after(strength: number, op: DMATraceOp, addr: number, length: number, attrs: number): void {
-    const trace = this.#trace;
-    if (trace === undefined) {
-      if ((strength & ACQUIRE) !== 0) this.#fence.emit(strength);
-      return;
-    }
-    trace({ op, addr, length, attrs, barrier: STRENGTH_NAMES[strength] ?? 'none' });
+  #traceAfter(strength: number, op: DMATraceOp, addr: number, length: number, attrs: number): void {
+    (this.#trace as DMATrace)({
+      op,
+      addr,
+      length,
+      attrs,
+      barrier: STRENGTH_NAMES[strength] ?? 'none',
+    });
     if ((strength & ACQUIRE) !== 0) this.#barrierEvent(strength, addr, length, attrs);
   }
 }

@@ -50,12 +50,34 @@ export function guestStore(bytes: Uint8Array): GuestStore {
   };
 }
 
-/** Copies `length` bytes of guest memory at `offset` into the start of `buf`. */
+/**
+ * Copies `length` bytes of guest memory at `offset` into the start of `buf`. The copies of up
+ * to {@link LOOP_OUT} bytes are written here, small enough for V8 to inline them into the
+ * accessor; longer ones are a call to {@link copyOutLong}.
+ */
 export function copyOut(store: GuestStore, at: number, buf: Uint8Array, length: number): void {
   // Offsets come from float arithmetic; as int32 the staged loops index without conversions.
   const offset = at | 0;
+  if (length > LOOP_OUT || offset !== at) {
+    copyOutLong(store, at, buf, length);
+    return;
+  }
+  // Words are read in host byte order and stored in host byte order: the bytes are unchanged.
+  // Every load from guest memory comes before the first store to `buf`, which may overlap it.
+  const view = store.view;
+  let index = 0;
+  for (; index + 4 <= length; index += 4) {
+    SCRATCH_WORDS[index >> 2] = view.getInt32(offset + index, HOST_LITTLE_ENDIAN);
+  }
+  const bytes = store.bytes;
+  for (; index < length; index++) SCRATCH[index] = bytes[offset + index] as number;
+  for (index = 0; index < length; index++) buf[index] = SCRATCH[index] as number;
+}
+
+/** {@link copyOut} above {@link LOOP_OUT} bytes (or at an offset beyond int32). */
+function copyOutLong(store: GuestStore, at: number, buf: Uint8Array, length: number): void {
+  const offset = at | 0;
   if (length <= STAGED_OUT && offset === at) {
-    // Words are read in host byte order and stored in host byte order: the bytes are unchanged.
     const view = store.view;
     let index = 0;
     for (; index + 8 <= length; index += 8) {
@@ -68,16 +90,13 @@ export function copyOut(store: GuestStore, at: number, buf: Uint8Array, length: 
     }
     const bytes = store.bytes;
     for (; index < length; index++) SCRATCH[index] = bytes[offset + index] as number;
-    if (length <= LOOP_OUT) {
-      for (index = 0; index < length; index++) buf[index] = SCRATCH[index] as number;
-    } else {
-      let prefix = SCRATCH_PREFIXES[length];
-      if (prefix === undefined) {
-        prefix = SCRATCH.subarray(0, length);
-        SCRATCH_PREFIXES[length] = prefix;
-      }
-      buf.set(prefix);
+    // Above LOOP_OUT bytes (copyOut takes the shorter ones), one `set` beats a byte loop.
+    let prefix = SCRATCH_PREFIXES[length];
+    if (prefix === undefined) {
+      prefix = SCRATCH.subarray(0, length);
+      SCRATCH_PREFIXES[length] = prefix;
     }
+    buf.set(prefix);
   } else {
     // The one allocation left: there is no way to copy a range out of a SharedArrayBuffer
     // without a view of it (Node's Buffer#copy makes one too). A constructed view is

@@ -1,0 +1,220 @@
+/**
+ * `dma-attrs bench --quick --json`, run as users run it (against the built package: `npm test`
+ * builds before vitest runs). Checks that the benchmark runs and that its results are
+ * well-formed; it asserts nothing about speed, which a shared machine cannot promise.
+ */
+import { execFile } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+const run = promisify(execFile);
+const CLI = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
+
+interface MicroResult {
+  name: string;
+  group: string;
+  op: string;
+  size: number;
+  strength: string;
+  policy: string;
+  p50: number;
+  avg: number;
+}
+
+interface Budget {
+  name: string;
+  issue: number;
+  limit: number;
+  measured: number | null;
+  unit: string;
+  comparison: '<=' | '>=';
+  met: boolean | null;
+  skipped?: string;
+}
+
+interface Spread {
+  median: number;
+  min: number;
+  max: number;
+}
+
+interface BenchReport {
+  mode: string;
+  host: { cpu: string; node: string; loadavg: number[]; cores: number };
+  elapsedSeconds: number;
+  micro: { results: MicroResult[] };
+  macro: {
+    skipped?: string;
+    variants: {
+      variant: string;
+      runs: unknown[];
+      packetsPerSecond: Spread;
+      packetsPerCpuSecond: Spread;
+    }[];
+  };
+  allocation: {
+    accesses: number;
+    kinds: { kind: string; gcEvents: number; expect: string; met: boolean | null }[];
+  };
+  budgets: Budget[];
+  chart: { written: string[] };
+}
+
+/** Every number anywhere in a JSON value, with its path. */
+function numbers(value: unknown, at = '$'): [string, number][] {
+  if (typeof value === 'number') return [[at, value]];
+  if (Array.isArray(value)) return value.flatMap((item, index) => numbers(item, `${at}[${index}]`));
+  if (typeof value === 'object' && value !== null) {
+    return Object.entries(value).flatMap(([key, item]) => numbers(item, `${at}.${key}`));
+  }
+  return [];
+}
+
+describe('dma-attrs bench --quick --json', () => {
+  let directory: string;
+  let svgPath: string;
+  let report: BenchReport;
+  let stdout: string;
+
+  beforeAll(async () => {
+    directory = mkdtempSync(path.join(tmpdir(), 'dma-attrs-bench-test-'));
+    svgPath = path.join(directory, 'chart.svg');
+    ({ stdout } = await run(
+      process.execPath,
+      [CLI, 'bench', '--quick', '--json', '--svg', svgPath],
+      { maxBuffer: 1 << 24, timeout: 90_000 },
+    ));
+    report = JSON.parse(stdout) as BenchReport;
+  }, 100_000);
+
+  afterAll(() => {
+    rmSync(directory, { recursive: true, force: true });
+  });
+
+  it('prints one JSON object with every section', () => {
+    expect(stdout.trimStart().startsWith('{')).toBe(true);
+    expect(report.mode).toBe('quick');
+    for (const section of ['host', 'micro', 'macro', 'allocation', 'budgets', 'chart'] as const) {
+      expect(report).toHaveProperty(section);
+    }
+    expect(report.host.cpu.length).toBeGreaterThan(0);
+    expect(report.host.node).toBe(process.version);
+    expect(report.host.loadavg).toHaveLength(3);
+  });
+
+  it('has only finite, non-negative numbers, and positive timings', () => {
+    for (const [at, value] of numbers(report)) {
+      // Budgets may measure a negative difference (an ordered access faster than relaxed).
+      if (/^\$\.budgets\[\d+\]\.measured$/.test(at)) {
+        expect(Number.isFinite(value), at).toBe(true);
+        continue;
+      }
+      expect(Number.isFinite(value) && value >= 0, `${at} = ${value}`).toBe(true);
+    }
+    expect(report.micro.results.length).toBeGreaterThan(50);
+    for (const result of report.micro.results) {
+      expect(result.p50, result.name).toBeGreaterThan(0);
+      expect(result.avg, result.name).toBeGreaterThan(0);
+    }
+    expect(report.elapsedSeconds).toBeGreaterThan(0);
+  });
+
+  it('times every strength at every size, raw code beside the library', () => {
+    for (const op of ['read', 'write']) {
+      for (const size of [8, 64, 4096, 65536]) {
+        const strengths = new Set(
+          report.micro.results
+            .filter(
+              (result) => result.group === 'transfer' && result.op === op && result.size === size,
+            )
+            .map((result) => result.strength),
+        );
+        const ordered = op === 'read' ? 'acquire' : 'release';
+        expect([...strengths].sort()).toEqual(['full', ordered, 'raw', 'relaxed'].sort());
+      }
+    }
+    const groups = new Set(report.micro.results.map((result) => result.group));
+    for (const group of ['transfer', 'set', 'fixed', 'flags', 'iommu', 'legacy']) {
+      expect(groups.has(group), group).toBe(true);
+    }
+  });
+
+  it('runs the virtio ring for each variant, with median and min–max', () => {
+    expect(report.macro.skipped).toBeUndefined();
+    expect(report.macro.variants.map((row) => row.variant)).toEqual(['legacy', 'attrs', 'relaxed']);
+    for (const row of report.macro.variants) {
+      expect(row.runs.length).toBeGreaterThanOrEqual(1);
+      for (const spread of [row.packetsPerSecond, row.packetsPerCpuSecond]) {
+        expect(spread.median).toBeGreaterThan(0);
+        expect(spread.min).toBeLessThanOrEqual(spread.median);
+        expect(spread.max).toBeGreaterThanOrEqual(spread.median);
+      }
+    }
+  });
+
+  it('counts GC events for every kind of access', () => {
+    expect(report.allocation.accesses).toBe(2e6);
+    const kinds = report.allocation.kinds.map((row) => row.kind);
+    for (const kind of [
+      'read 8B',
+      'read 64B',
+      'write 8B',
+      'write 64B',
+      'set 64B',
+      'readU32LE',
+      'writeU32LE',
+      "barrier('full')",
+      'IOMMU read 64B (IOTLB hit)',
+      'read 4KiB',
+    ]) {
+      expect(kinds).toContain(kind);
+    }
+    for (const row of report.allocation.kinds) {
+      expect(Number.isInteger(row.gcEvents)).toBe(true);
+      if (row.expect === 'zero') expect(typeof row.met).toBe('boolean');
+      else expect([row.expect, row.met]).toEqual(['by design', null]);
+    }
+  });
+
+  it('lists every budget as { name, limit, measured, met }', () => {
+    expect(report.budgets.length).toBeGreaterThan(40);
+    for (const budget of report.budgets) {
+      expect(typeof budget.name).toBe('string');
+      expect(Number.isFinite(budget.limit)).toBe(true);
+      expect(['<=', '>='].includes(budget.comparison)).toBe(true);
+      if (budget.skipped === undefined) {
+        expect(typeof budget.measured).toBe('number');
+        expect(typeof budget.met).toBe('boolean');
+        const measured = budget.measured as number;
+        expect(budget.met).toBe(
+          budget.comparison === '<=' ? measured <= budget.limit : measured >= budget.limit,
+        );
+      } else {
+        expect(budget.measured).toBeNull();
+        expect(budget.met).toBeNull();
+      }
+    }
+    const issues = new Set(report.budgets.map((budget) => budget.issue));
+    expect([...issues].sort()).toEqual([2, 3, 4, 6]);
+  });
+
+  it('writes the chart as SVG with every series', () => {
+    expect(report.chart.written).toContain(svgPath);
+    const svg = readFileSync(svgPath, 'utf8');
+    expect(svg.startsWith('<svg')).toBe(true);
+    expect(svg.trimEnd().endsWith('</svg>')).toBe(true);
+    for (const series of ['raw', 'relaxed', 'acquire', 'release', 'full']) {
+      expect(svg).toContain(`data-series="${series}`);
+    }
+    // Balanced elements: every opened <g>, <text> and <circle> is closed.
+    for (const tag of ['g', 'text', 'circle', 'title']) {
+      const opened = svg.match(new RegExp(`<${tag}[\\s>]`, 'g'))?.length ?? 0;
+      const closed = svg.match(new RegExp(`</${tag}>`, 'g'))?.length ?? 0;
+      expect(closed, tag).toBe(opened);
+    }
+  });
+});
