@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { isAbsolute, relative } from 'node:path';
 import { unifiedDiff } from './diff.js';
 import { migrateFiles } from './files.js';
 import type { MigrationReport } from './report.js';
@@ -122,7 +123,7 @@ export function runMigrate(argv: readonly string[], io: CliIo): Promise<number> 
       write: !(dryRun || check || print),
       onFile: (file, before, result) => {
         if (json) return;
-        if (dryRun) io.stdout(unifiedDiff(before, result.text, file.split('\\').join('/')));
+        if (dryRun) io.stdout(unifiedDiff(before, result.text, diffName(io.cwd, file)));
         if (print && result.errors.length === 0) io.stdout(result.text);
       },
     });
@@ -147,4 +148,13 @@ export function runMigrate(argv: readonly string[], io: CliIo): Promise<number> 
   if (report.errors.length > 0) return Promise.resolve(1);
   if (check && report.filesChanged > 0) return Promise.resolve(1);
   return Promise.resolve(0);
+}
+
+/**
+ * The name a diff header gives a file: relative to the working directory, with forward
+ * slashes, as `git diff` prints it (`a/src/x.ts`, never `a//abs/src/x.ts`).
+ */
+function diffName(cwd: string, file: string): string {
+  const name = isAbsolute(file) ? relative(cwd, file) : file;
+  return name.split('\\').join('/');
 }
