@@ -314,8 +314,14 @@ export class GuestMemory {
    * @internal
    */
   locate(gpa: number, length: number): number {
-    if (gpa >= this.#base0 && gpa + length <= this.#end0)
+    if (gpa >= this.#base0 && gpa + length <= this.#end0) {
       return this.#offset0 + (gpa - this.#base0);
+    }
+    return this.#spanBase.length === 1 ? -1 : this.#locateBeyondFirst(gpa, length);
+  }
+
+  /** {@link GuestMemory.locate} past the first span, kept out of line to keep it small. */
+  #locateBeyondFirst(gpa: number, length: number): number {
     const bases = this.#spanBase;
     for (let index = 1; index < bases.length; index++) {
       const base = bases[index] as number;
