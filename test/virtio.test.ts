@@ -61,13 +61,19 @@ describe('the virtio demo', () => {
   it.runIf(process.arch === 'x64')(
     'loses notifications without the full barrier and recovers: attrs-no-full',
     async (context) => {
-      const result = await virtqueue.runVariant({ variant: 'attrs-no-full', durationMs: 1500 });
-      console.log('virtio attrs-no-full:', result);
-      if (!result.pinned) context.skip('driver and device could not be pinned to two CPUs');
-      expect(result.lostNotifications).toBeGreaterThanOrEqual(1);
-      expect(result.unfinished).toBe(0);
-      expect(result.packetsAfterFirstLoss).toBeGreaterThan(1000);
+      // A race, so up to four runs: the first that loses a notification and then carries on
+      // settles it (in the runs measured, every run did).
+      for (let attempt = 1; attempt <= 4; attempt++) {
+        const result = await virtqueue.runVariant({ variant: 'attrs-no-full', durationMs: 1500 });
+        console.log(`virtio attrs-no-full, run ${attempt}:`, result);
+        if (!result.pinned) context.skip('driver and device could not be pinned to two CPUs');
+        expect(result.unfinished).toBe(0);
+        expect(result.corrupted).toBe(0);
+        if (result.lostNotifications >= 1 && result.packetsAfterFirstLoss > 1000) return;
+      }
+      expect.fail('attrs-no-full lost no notification (then recovered) in four 1.5 s runs');
     },
+    30_000,
   );
 
   // A dropped notification stalls the other side only when it was asleep waiting for it;
