@@ -246,12 +246,13 @@ export class DMAContext {
     this.#trace = trace as DMATrace | undefined;
     const buffer = memory.buffer;
     const byteLength = buffer.byteLength;
-    this.#bytes = memory.bytes;
+    // One set of views of the backing store, shared with the copy routines.
+    this.#guest = guestStore(memory.bytes);
+    this.#bytes = this.#guest.bytes;
     this.#u16 = new Uint16Array(buffer, 0, Math.floor(byteLength / 2));
     this.#u32 = new Uint32Array(buffer, 0, Math.floor(byteLength / 4));
     this.#u64 = new BigUint64Array(buffer, 0, Math.floor(byteLength / 8));
-    this.#view = new DataView(buffer);
-    this.#guest = guestStore(memory.bytes);
+    this.#view = this.#guest.view;
     this.#fence = memory.fence;
   }
 
@@ -752,25 +753,21 @@ export class DMAContext {
     }
     const trace = this.#trace;
     if (trace !== undefined) {
+      const op = toGuest ? 'write' : 'read';
+      const barrier = STRENGTH_NAMES[strength] ?? 'none';
       for (let index = 0; index < ranges.length; index += 2) {
-        const op = toGuest ? 'write' : 'read';
-        const barrier = STRENGTH_NAMES[strength] ?? 'none';
-        trace({
-          op,
-          addr: ranges[index] as number,
-          length: ranges[index + 1] as number,
-          attrs: bits,
-          barrier,
-        });
+        const addr = ranges[index] as number;
+        trace({ op, addr, length: ranges[index + 1] as number, attrs: bits, barrier });
       }
-      if ((strength & ACQUIRE) !== 0) this.#barrierEvent(strength, ranges[0] ?? 0, total, bits);
-    } else if ((strength & ACQUIRE) !== 0) this.#fence.emit(strength);
+    }
+    // One barrier for the whole list, after its last access event.
+    if ((strength & ACQUIRE) !== 0) this.#barrierEvent(strength, ranges[0] ?? 0, total, bits);
   }
 
   /**
-   * Runs a fixed-width access: resolves it, issues the barrier before, calls `move` with the
-   * backing offset (or -1 when an IOMMU splits a misaligned access across pages, in which
-   * case `move` works on the scratch bytes), and traces it.
+   * A fixed-width access on the checked path (bad numbers, holes, an IOMMU): resolves it,
+   * issues the barrier before, moves the word (through {@link DMAContext.#splitWord} when an
+   * IOMMU splits a misaligned word across pages), and traces it.
    */
   #fixed(
     addr: number,
