@@ -6,7 +6,8 @@
  * result, or the code of the error it got.
  */
 import { parentPort } from 'node:worker_threads';
-import { DMAContext, DMAError, GuestMemory, IommuDomain } from '../../dist/index.js';
+import { DMAContext, GuestMemory, IommuDomain } from '../../dist/index.js';
+import { serve } from './serve.mjs';
 
 /** @type {IommuDomain | undefined} */
 let domain;
@@ -70,15 +71,4 @@ function run(request) {
   }
 }
 
-parentPort.on('message', (request) => {
-  try {
-    parentPort.postMessage({ id: request.id, ok: true, ...run(request) });
-  } catch (error) {
-    parentPort.postMessage({
-      id: request.id,
-      ok: false,
-      code: error instanceof DMAError ? error.code : 'not a DMAError',
-      message: error instanceof Error ? error.message : String(error),
-    });
-  }
-});
+serve(run);

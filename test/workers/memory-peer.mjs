@@ -3,8 +3,8 @@
  * main thread posts as a handle, then runs one DMA request per message and answers each
  * with `{ id, ok, ... }`: the bytes it read, or the code of the error it got.
  */
-import { parentPort } from 'node:worker_threads';
-import { DMAContext, DMAError, GuestMemory } from '../../dist/index.js';
+import { DMAContext, GuestMemory } from '../../dist/index.js';
+import { serve } from './serve.mjs';
 
 /** @type {DMAContext | undefined} */
 let ctx;
@@ -41,15 +41,4 @@ function run(request) {
   }
 }
 
-parentPort.on('message', (request) => {
-  try {
-    parentPort.postMessage({ id: request.id, ok: true, ...run(request) });
-  } catch (error) {
-    parentPort.postMessage({
-      id: request.id,
-      ok: false,
-      code: error instanceof DMAError ? error.code : 'not a DMAError',
-      message: error instanceof Error ? error.message : String(error),
-    });
-  }
-});
+serve(run);
