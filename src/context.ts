@@ -25,15 +25,23 @@ import { DMAError, DMAFault } from './errors.js';
 import {
   ADDRESS_LIMIT,
   checkAddress,
-  checkBuffer,
+  bufferLength,
   checkLength,
   checkRange,
   invalidArgument,
+  notInstance,
 } from './internal/check.js';
-import { copyIn, copyOut, guestStore, type GuestStore } from './internal/copy.js';
+import { copyIn, copyOut, copyPieces, guestStore, type GuestStore } from './internal/copy.js';
 import { describe } from './internal/describe.js';
-import { IommuDomain } from './iommu.js';
-import { GuestMemory, unassigned } from './memory.js';
+import { uint8Length } from './internal/intrinsics.js';
+import { iommuAccess, isIommuDomain, type IommuDomain } from './iommu.js';
+import {
+  isGuestMemory,
+  memoryParts,
+  unassigned,
+  type GuestMemory,
+  type MemoryParts,
+} from './memory.js';
 
 const { READ, WRITE, RELAXED } = DMAAttributes;
 const DIRECTIONS = READ | WRITE;
@@ -191,6 +199,9 @@ function unassignedBehindIommu(
 
 const WIDTH_LIMIT = [0, 0xff, 0xffff, 0, 0xffffffff] as const;
 
+/** Whether a value is a genuine {@link DMAContext} (a private-field brand check). */
+export let isDMAContext: (value: unknown) => value is DMAContext;
+
 /**
  * A device's DMA window on a {@link GuestMemory}. Every accessor takes attributes and
  * issues the barrier they call for: acquire after a READ, release before a WRITE, nothing
@@ -218,9 +229,17 @@ export class DMAContext {
   /** The backing store as the copies see it (see internal/copy.ts). */
   readonly #guest: GuestStore;
   readonly #fence: Fence;
+  readonly #locate: MemoryParts['locate'];
+  readonly #extent: MemoryParts['extent'];
   readonly #trace: DMATrace | undefined;
   readonly #iommu: IommuDomain | undefined;
   readonly #mappings = new WeakMap<Uint8Array, Mapping>();
+  /**
+   * The backing pieces of the access being resolved, `[offset0, length0, ...]`, reused by
+   * every checked access: no caller code runs between resolving and moving, so no two
+   * accesses ever use it at once.
+   */
+  readonly #pieces: number[] = [];
 
   /**
    * @param memory - the guest memory to access.
@@ -228,39 +247,41 @@ export class DMAContext {
    * @throws {@link DMAError} `ERR_DMA_INVALID_ARGUMENT` for a bad memory or trace.
    */
   constructor(memory: GuestMemory, options: DMAContextOptions = {}) {
-    if (!((memory as unknown) instanceof GuestMemory)) {
-      invalidArgument('memory', 'a GuestMemory', memory);
-    }
+    if (!isGuestMemory(memory)) notInstance('memory', 'GuestMemory', memory);
     if (typeof options !== 'object' || (options as unknown) === null) {
       invalidArgument('options', 'an object { iommu?, trace? }', options);
     }
-    const iommu: unknown = options.iommu;
-    if (iommu !== undefined && !(iommu instanceof IommuDomain)) {
-      invalidArgument('iommu', 'an IommuDomain', iommu);
+    // Each option is read once, into a local that is then validated and used.
+    const { iommu, trace } = options as Record<string, unknown>;
+    if (iommu !== undefined && !isIommuDomain(iommu)) {
+      notInstance('iommu', 'IommuDomain', iommu);
     }
-    this.#iommu = iommu;
-    const trace: unknown = options.trace;
     if (trace !== undefined && typeof trace !== 'function')
       invalidArgument('trace', 'a function', trace);
+    this.#iommu = iommu;
     this.memory = memory;
     this.#trace = trace as DMATrace | undefined;
-    const buffer = memory.buffer;
-    const byteLength = buffer.byteLength;
+    // The memory's own parts, never its public properties, which a caller could redefine.
+    const parts = memoryParts(memory);
+    const buffer = parts.bytes.buffer;
+    const byteLength = parts.bytes.byteLength;
     // One set of views of the backing store, shared with the copy routines.
-    this.#guest = guestStore(memory.bytes);
+    this.#guest = guestStore(parts.bytes);
     this.#bytes = this.#guest.bytes;
     this.#u16 = new Uint16Array(buffer, 0, Math.floor(byteLength / 2));
     this.#u32 = new Uint32Array(buffer, 0, Math.floor(byteLength / 4));
     this.#u64 = new BigUint64Array(buffer, 0, Math.floor(byteLength / 8));
     this.#view = this.#guest.view;
-    this.#fence = memory.fence;
+    this.#fence = parts.fence;
+    this.#locate = parts.locate;
+    this.#extent = parts.extent;
   }
 
   /**
    * Reads guest memory into `buf` or writes `buf` to guest memory, as the attributes say.
    *
    * @param addr - the guest address (an IOVA with an IOMMU).
-   * @param buf - the device's buffer; the access is `buf.length` bytes.
+   * @param buf - the device's buffer, a genuine `Uint8Array`; the access is its real length.
    * @param attrs - exactly one of READ or WRITE, optionally with RELAXED.
    * @throws {@link DMAError} `ERR_DMA_INVALID_ATTRIBUTES` without exactly one direction;
    * `ERR_DMA_INVALID_ARGUMENT` for a bad address or buffer; {@link DMAFault} when the range
@@ -277,7 +298,7 @@ export class DMAContext {
    * unless `attrs` adds RELAXED.
    *
    * @param addr - the guest address (an IOVA with an IOMMU).
-   * @param buf - receives `buf.length` bytes.
+   * @param buf - receives its real length in bytes; it may be a view of guest memory.
    * @param attrs - optionally RELAXED; a WRITE bit is an error.
    * @throws {@link DMAError} / {@link DMAFault} as {@link DMAContext.rw}.
    */
@@ -290,7 +311,7 @@ export class DMAContext {
    * first unless `attrs` adds RELAXED.
    *
    * @param addr - the guest address (an IOVA with an IOMMU).
-   * @param data - the bytes to write.
+   * @param data - the bytes to write; it may be a view of guest memory.
    * @param attrs - optionally RELAXED; a READ bit is an error.
    * @throws {@link DMAError} / {@link DMAFault} as {@link DMAContext.rw}.
    */
@@ -310,6 +331,7 @@ export class DMAContext {
    */
   set(addr: number, value: number, length: number, attrs?: DMAAttributesLike): void {
     const bits = impliedBits(attrs, WRITE, 'set');
+    const strength = strengthCode(bits);
     // The flat fast path (valid numbers, no IOMMU, all RAM), as for read and write; anything
     // else goes the checked way below, which throws the precise error.
     if (
@@ -321,8 +343,7 @@ export class DMAContext {
     ) {
       const offset = this.#fastOffset(addr, length);
       if (offset >= 0) {
-        const strength = strengthCode(bits);
-        if ((strength & RELEASE) !== 0) this.#barrierEvent(strength, addr, length, bits);
+        if ((strength & RELEASE) !== 0) this.#fence.emit(strength);
         this.#bytes.fill(value, offset, offset + length);
         this.#after(strength, 'set', addr, length, bits);
         return;
@@ -334,20 +355,23 @@ export class DMAContext {
     }
     checkLength(length);
     checkRange(addr, length);
-    const strength = strengthCode(bits);
-    const iommu = this.#iommu;
-    if (iommu !== undefined) iommu.enter();
+    const pieces = this.#pieces;
+    pieces.length = 0;
+    const slot = this.#enter();
+    let fault: DMAFault | undefined;
     try {
-      const offset = this.#resolve(addr, length, bits);
-      const pieces = offset < 0 ? this.#pieces(addr, length, bits) : [offset, length];
-      if ((strength & RELEASE) !== 0) this.#barrierEvent(strength, addr, length, bits);
-      for (let index = 0; index < pieces.length; index += 2) {
-        const start = pieces[index] as number;
-        this.#bytes.fill(value, start, start + (pieces[index + 1] as number));
+      fault = this.#resolve(addr, length, bits, pieces);
+      if (fault === undefined) {
+        if ((strength & RELEASE) !== 0) this.#fence.emit(strength);
+        for (let index = 0; index < pieces.length; index += 2) {
+          const start = pieces[index] as number;
+          this.#bytes.fill(value, start, start + (pieces[index + 1] as number));
+        }
       }
     } finally {
-      if (iommu !== undefined) iommu.leave();
+      this.#leave(slot);
     }
+    if (fault !== undefined) throw this.#report(fault);
     this.#after(strength, 'set', addr, length, bits);
   }
 
@@ -368,12 +392,11 @@ export class DMAContext {
     checkRange(addr, length);
     if (length === 0) return true;
     const iommu = this.#iommu;
-    if (iommu === undefined) return this.memory.locate(addr, length) >= 0;
-    const segments = iommu.segments(addr, length, bits, false);
-    if (segments === undefined) return false;
+    if (iommu === undefined) return this.#locate(addr, length) >= 0;
+    const segments: number[] = [];
+    if (iommuAccess.translateRange(iommu, addr, length, bits, segments) !== undefined) return false;
     for (let index = 0; index < segments.length; index += 2) {
-      if (this.memory.locate(segments[index] as number, segments[index + 1] as number) < 0)
-        return false;
+      if (this.#locate(segments[index] as number, segments[index + 1] as number) < 0) return false;
     }
     return true;
   }
@@ -404,21 +427,25 @@ export class DMAContext {
     let mappable = length;
     const iommu = this.#iommu;
     if (iommu !== undefined) {
-      const translation = iommu.translateAccess(addr, length, bits);
+      const translation = iommuAccess.translateAccess(iommu, addr, length, bits);
       gpa = translation.gpa;
       mappable = Math.min(length, translation.length);
     }
-    const extent = this.memory.extent(gpa);
+    const extent = this.#extent(gpa);
     if (extent === 0) {
       throw iommu === undefined
         ? unassigned(addr, length, bits)
         : unassignedBehindIommu(addr, length, bits, gpa, 1);
     }
     const mappedLength = Math.min(mappable, extent);
-    const offset = this.memory.locate(gpa, mappedLength);
-    const view = this.#bytes.subarray(offset, offset + mappedLength);
+    const offset = this.#locate(gpa, mappedLength);
+    const view = new Uint8Array(this.#guest.buffer, this.#guest.byteOffset + offset, mappedLength);
     this.#mappings.set(view, { addr, attrs: bits });
-    this.#after(mapStrength(bits), 'map', addr, mappedLength, bits);
+    // A map issues its barrier after mapping only: acquire for READ, full for BIDIRECTIONAL.
+    const strength = mapStrength(bits);
+    const trace = this.#trace;
+    if (trace !== undefined) this.#traceEvent(trace, 'map', addr, mappedLength, bits, strength);
+    if (strength !== NONE) this.#barrierEvent(strength, addr, mappedLength, bits);
     return view;
   }
 
@@ -433,28 +460,25 @@ export class DMAContext {
    * one already unmapped, or an accessed length beyond the view.
    */
   unmap(view: Uint8Array, accessedLength?: number): void {
-    checkBuffer(view, 'view');
+    const viewLength = bufferLength(view, 'view');
     const mapping = this.#mappings.get(view);
     if (mapping === undefined) {
       invalidArgument('view', 'a view mapped by this context and not yet unmapped', view);
     }
     // Only undefined means "the whole view": a null from JavaScript is a wrong type.
     const given: unknown = accessedLength;
-    const length = given === undefined ? view.length : given;
+    const length = given === undefined ? viewLength : given;
     checkLength(length, 'accessedLength');
-    if (length > view.length) {
-      invalidArgument('accessedLength', `at most the view's length ${view.length}`, length);
+    if (length > viewLength) {
+      invalidArgument('accessedLength', `at most the view's length ${viewLength}`, length);
     }
     this.#mappings.delete(view);
     const strength = unmapStrength(mapping.attrs);
     if (strength !== NONE) this.#barrierEvent(strength, mapping.addr, length, mapping.attrs);
-    this.#trace?.({
-      op: 'unmap',
-      addr: mapping.addr,
-      length,
-      attrs: mapping.attrs,
-      barrier: STRENGTH_NAMES[strength] ?? 'none',
-    });
+    const trace = this.#trace;
+    if (trace !== undefined) {
+      this.#traceEvent(trace, 'unmap', mapping.addr, length, mapping.attrs, strength);
+    }
   }
 
   /**
@@ -558,53 +582,72 @@ export class DMAContext {
     this.#store64(addr, value, impliedBits(attrs, WRITE, 'writeU64BE'), false);
   }
 
+  // ---------------------------------------------------------------------------------------
+  // How every access runs: attributes → strength → resolve → barrier → move → barrier, with
+  // the trace events delivered once the bytes have moved and the IOMMU slot is given back.
+  // No code of the caller's (a getter, a trace or fault listener, a buffer's own methods)
+  // runs between the first translation and the last byte moved, so nothing it does (an
+  // unmap, a detach, a resize, a re-entrant access) can meet an access half done.
+
+  /** Enters the IOMMU's in-flight protocol for one access; -1 without an IOMMU. */
+  #enter(): number {
+    const iommu = this.#iommu;
+    return iommu === undefined ? -1 : iommuAccess.enter(iommu);
+  }
+
+  #leave(slot: number): void {
+    if (slot >= 0) iommuAccess.leave(this.#iommu as IommuDomain, slot);
+  }
+
+  /** Reports an IOMMU fault to the domain's listener, outside any access. */
+  #report(fault: DMAFault): DMAFault {
+    return iommuAccess.report(this.#iommu as IommuDomain, fault);
+  }
+
   /**
-   * Resolves an access to the backing offset of its one contiguous run, checking every
-   * byte first so that a failed access changes nothing. Returns -1 when an IOMMU splits
-   * the access into several runs or its IOTLB misses: {@link DMAContext.#pieces} then
-   * resolves it. Without an IOMMU, RAM spans are contiguous in the backing store, so an
-   * access is always one run or a hole.
+   * Resolves `length` bytes at `addr` into backing pieces pushed onto `out`, checking every
+   * byte first so that a failed access changes nothing: an IOTLB hit is one piece; a miss
+   * translates every page. Without an IOMMU, RAM spans are contiguous in the backing store,
+   * so a range is one piece or a hole. Returns the IOMMU's refusal unreported (the caller
+   * reports it after leaving the access) and throws `ERR_DMA_UNASSIGNED` for a hole. Call
+   * between {@link DMAContext.#enter} and {@link DMAContext.#leave}.
    */
-  #resolve(addr: number, length: number, bits: number): number {
-    if (length === 0) return 0;
+  #resolve(addr: number, length: number, bits: number, out: number[]): DMAFault | undefined {
+    if (length === 0) return undefined;
     const iommu = this.#iommu;
     if (iommu === undefined) {
-      const offset = this.memory.locate(addr, length);
+      const offset = this.#locate(addr, length);
       if (offset < 0) throw unassigned(addr, length, bits);
-      return offset;
+      out.push(offset, length);
+      return undefined;
     }
-    const gpa = iommu.lookup(addr, length, bits & DIRECTIONS);
-    return gpa < 0 ? -1 : this.memory.locate(gpa, length);
+    const gpa = iommuAccess.lookup(iommu, addr, length, bits & DIRECTIONS);
+    const hit = gpa < 0 ? -1 : this.#locate(gpa, length);
+    if (hit >= 0) {
+      out.push(hit, length);
+      return undefined;
+    }
+    const first = out.length;
+    const fault = iommuAccess.translateRange(iommu, addr, length, bits, out);
+    if (fault !== undefined) return fault;
+    for (let index = first; index < out.length; index += 2) {
+      const runGpa = out[index] as number;
+      const runLength = out[index + 1] as number;
+      const offset = this.#locate(runGpa, runLength);
+      if (offset < 0) throw unassignedBehindIommu(addr, length, bits, runGpa, runLength);
+      out[index] = offset;
+    }
+    return undefined;
   }
 
-  /**
-   * The IOMMU slow path: `[offset0, length0, offset1, ...]` in the backing store for an
-   * access, every page translated and permission-checked and every guest-physical run
-   * checked against RAM before anything moves.
-   */
-  #pieces(addr: number, length: number, bits: number): number[] {
-    const segments = (this.#iommu as IommuDomain).segments(addr, length, bits) as number[];
-    const pieces: number[] = [];
-    for (let index = 0; index < segments.length; index += 2) {
-      const gpa = segments[index] as number;
-      const runLength = segments[index + 1] as number;
-      const offset = this.memory.locate(gpa, runLength);
-      if (offset < 0) throw unassignedBehindIommu(addr, length, bits, gpa, runLength);
-      pieces.push(offset, runLength);
-    }
-    return pieces;
-  }
-
-  /** Copies between `buf` and the pieces of guest memory, in order. */
-  #copyPieces(pieces: readonly number[], buf: Uint8Array, toGuest: boolean): void {
-    let position = 0;
-    for (let index = 0; index < pieces.length; index += 2) {
-      const offset = pieces[index] as number;
-      const runLength = pieces[index + 1] as number;
-      const part = buf.subarray(position, position + runLength);
-      if (toGuest) copyIn(this.#guest, offset, part);
-      else copyOut(this.#guest, offset, part, runLength);
-      position += runLength;
+  /** Copies between `buf` (its first `length` bytes) and resolved pieces of guest memory. */
+  #move(pieces: readonly number[], buf: Uint8Array, length: number, toGuest: boolean): void {
+    if (pieces.length === 2) {
+      const offset = pieces[0] as number;
+      if (toGuest) copyIn(this.#guest, offset, buf, length);
+      else copyOut(this.#guest, offset, buf, length);
+    } else if (pieces.length > 2) {
+      copyPieces(this.#guest, pieces, buf, toGuest);
     }
   }
 
@@ -614,18 +657,17 @@ export class DMAContext {
    * the precise error or walks the IOMMU.
    */
   #readFast(addr: number, buf: Uint8Array, bits: number): void {
-    if (buf instanceof Uint8Array) {
-      const length = buf.length;
+    const length = uint8Length(buf);
+    if (length >= 0) {
       const offset = this.#fastOffset(addr, length);
       if (offset >= 0) {
-        const strength = strengthCode(bits);
         // A read asks for acquire (after) or none: nothing goes before it.
         copyOut(this.#guest, offset, buf, length);
-        this.#after(strength, 'read', addr, length, bits);
+        this.#after(strengthCode(bits), 'read', addr, length, bits);
         return;
       }
     }
-    this.#transferChecked(addr, buf, bits);
+    this.#transferChecked(addr, buf, length, bits);
   }
 
   /**
@@ -633,81 +675,91 @@ export class DMAContext {
    * V8 inlines one copy routine into the caller rather than both.
    */
   #writeFast(addr: number, data: Uint8Array, bits: number): void {
-    if (data instanceof Uint8Array) {
-      const length = data.length;
+    const length = uint8Length(data);
+    if (length >= 0) {
       const offset = this.#fastOffset(addr, length);
       if (offset >= 0) {
         const strength = strengthCode(bits);
-        if ((strength & RELEASE) !== 0) this.#barrierEvent(strength, addr, length, bits);
-        copyIn(this.#guest, offset, data);
+        if ((strength & RELEASE) !== 0) this.#fence.emit(strength);
+        copyIn(this.#guest, offset, data, length);
         this.#after(strength, 'write', addr, length, bits);
         return;
       }
     }
-    this.#transferChecked(addr, data, bits);
+    this.#transferChecked(addr, data, length, bits);
   }
 
   /**
-   * The backing offset for the fast paths, or -1 when they do not apply: an IOMMU, a number
-   * that is not a safe address, or a range that is not all RAM.
+   * The backing offset for the flat fast paths, or -1 when they do not apply: an IOMMU, a
+   * number that is not a safe address, or a range that is not all RAM.
    */
   #fastOffset(addr: unknown, length: number): number {
     if (this.#iommu !== undefined || !isAddressRange(addr, length)) return -1;
-    return length === 0 ? 0 : this.memory.locate(addr, length);
+    return length === 0 ? 0 : this.#locate(addr, length);
   }
 
   /**
    * The IOMMU's fast path: an IOTLB hit on one mapping, all RAM, no trace. Returns false,
    * having moved nothing, when it does not apply; the checked path then redoes the access.
-   * Nothing between `enter` and `leave` here can throw, so no `try` is needed.
+   * Nothing between enter and leave here calls the caller's code or can throw (the copies
+   * use the builtin `set` on a length already read), so no `try` is needed; and since every
+   * enter checks the generation and takes a slot afresh, not even a stack overflow in here
+   * could leave an IOTLB entry in use after an `unmap`.
    */
-  #iommuFast(iommu: IommuDomain, addr: number, buf: Uint8Array, bits: number): boolean {
-    const length = buf.length;
-    iommu.enter();
-    const gpa = iommu.lookup(addr, length, bits & DIRECTIONS);
-    const offset = gpa < 0 ? -1 : this.memory.locate(gpa, length);
+  #iommuFast(
+    iommu: IommuDomain,
+    addr: number,
+    buf: Uint8Array,
+    length: number,
+    bits: number,
+  ): boolean {
+    const slot = iommuAccess.enter(iommu);
+    const gpa = iommuAccess.lookup(iommu, addr, length, bits & DIRECTIONS);
+    const offset = gpa < 0 ? -1 : this.#locate(gpa, length);
     if (offset < 0) {
-      iommu.leave();
+      iommuAccess.leave(iommu, slot);
       return false;
     }
     const strength = strengthCode(bits);
     if ((strength & RELEASE) !== 0) this.#fence.emit(strength);
     if ((bits & READ) !== 0) copyOut(this.#guest, offset, buf, length);
-    else copyIn(this.#guest, offset, buf);
-    iommu.leave();
+    else copyIn(this.#guest, offset, buf, length);
+    iommuAccess.leave(iommu, slot);
     if ((strength & ACQUIRE) !== 0) this.#fence.emit(strength);
     return true;
   }
 
-  #transferChecked(addr: number, buf: Uint8Array, bits: number): void {
+  /** A transfer off the flat fast path: an IOMMU, bad arguments, a hole. `length` is -1 for a bad buffer. */
+  #transferChecked(addr: number, buf: Uint8Array, length: number, bits: number): void {
     const iommu = this.#iommu;
     if (
       iommu !== undefined &&
       this.#trace === undefined &&
-      buf instanceof Uint8Array &&
-      buf.length !== 0 &&
-      isAddressRange(addr, buf.length) &&
-      this.#iommuFast(iommu, addr, buf, bits)
+      length > 0 &&
+      isAddressRange(addr, length) &&
+      this.#iommuFast(iommu, addr, buf, length, bits)
     ) {
       return;
     }
     checkAddress(addr);
-    checkBuffer(buf);
-    const length = buf.length;
+    if (length < 0) invalidArgument('buf', 'a genuine Uint8Array', buf);
     checkRange(addr, length);
     const toGuest = (bits & READ) === 0;
     const strength = strengthCode(bits);
-    if (iommu !== undefined) iommu.enter();
+    const pieces = this.#pieces;
+    pieces.length = 0;
+    const slot = this.#enter();
+    let fault: DMAFault | undefined;
     try {
-      const offset = this.#resolve(addr, length, bits);
-      const pieces = offset < 0 ? this.#pieces(addr, length, bits) : undefined;
-      if ((strength & RELEASE) !== 0) this.#barrierEvent(strength, addr, length, bits);
-      if (pieces !== undefined) this.#copyPieces(pieces, buf, toGuest);
-      else if (toGuest) copyIn(this.#guest, offset, buf);
-      else copyOut(this.#guest, offset, buf, length);
+      fault = this.#resolve(addr, length, bits, pieces);
+      if (fault === undefined) {
+        if ((strength & RELEASE) !== 0) this.#fence.emit(strength);
+        this.#move(pieces, buf, length, toGuest);
+      }
     } finally {
-      if (iommu !== undefined) iommu.leave();
+      this.#leave(slot);
     }
+    if (fault !== undefined) throw this.#report(fault);
     this.#after(strength, toGuest ? 'write' : 'read', addr, length, bits);
   }
 
@@ -726,48 +778,55 @@ export class DMAContext {
     const bits = toGuest
       ? impliedBits(attrs, WRITE, 'scatter')
       : impliedBits(attrs, READ, 'gather');
-    checkBuffer(buf, toGuest ? 'data' : 'buf');
-    if (buf.length !== total) {
-      invalidArgument(
-        toGuest ? 'data.length' : 'buf.length',
-        `the list's length ${total}`,
-        buf.length,
+    const name = toGuest ? 'data' : 'buf';
+    const length = bufferLength(buf, name);
+    if (length !== total) invalidArgument(`${name}.length`, `the list's length ${total}`, length);
+    // The list as it is now: a trace listener below may add to it or clear it.
+    const count = ranges.length;
+    const strength = strengthCode(bits);
+    const pieces = this.#pieces;
+    pieces.length = 0;
+    const slot = this.#enter();
+    let fault: DMAFault | undefined;
+    try {
+      for (let index = 0; index < count && fault === undefined; index += 2) {
+        fault = this.#resolve(ranges[index] as number, ranges[index + 1] as number, bits, pieces);
+      }
+      if (fault === undefined) {
+        if ((strength & RELEASE) !== 0) this.#fence.emit(strength);
+        this.#move(pieces, buf, length, toGuest);
+      }
+    } finally {
+      this.#leave(slot);
+    }
+    if (fault !== undefined) throw this.#report(fault);
+    const first = ranges[0] ?? 0;
+    const trace = this.#trace;
+    if (trace === undefined) {
+      if ((strength & ACQUIRE) !== 0) this.#fence.emit(strength);
+      return;
+    }
+    const listed = ranges.slice(0, count);
+    // One barrier for the whole list: before its first access event, or after its last.
+    if ((strength & RELEASE) !== 0) this.#traceBarrier(trace, strength, first, total, bits);
+    const op = toGuest ? 'write' : 'read';
+    for (let index = 0; index < count; index += 2) {
+      this.#traceEvent(
+        trace,
+        op,
+        listed[index] as number,
+        listed[index + 1] as number,
+        bits,
+        strength,
       );
     }
-    const strength = strengthCode(bits);
-    const iommu = this.#iommu;
-    if (iommu !== undefined) iommu.enter();
-    try {
-      const pieces: number[] = [];
-      for (let index = 0; index < ranges.length; index += 2) {
-        const addr = ranges[index] as number;
-        const length = ranges[index + 1] as number;
-        const offset = this.#resolve(addr, length, bits);
-        if (offset >= 0) pieces.push(offset, length);
-        else pieces.push(...this.#pieces(addr, length, bits));
-      }
-      if ((strength & RELEASE) !== 0) this.#barrierEvent(strength, ranges[0] ?? 0, total, bits);
-      this.#copyPieces(pieces, buf, toGuest);
-    } finally {
-      if (iommu !== undefined) iommu.leave();
-    }
-    const trace = this.#trace;
-    if (trace !== undefined) {
-      const op = toGuest ? 'write' : 'read';
-      const barrier = STRENGTH_NAMES[strength] ?? 'none';
-      for (let index = 0; index < ranges.length; index += 2) {
-        const addr = ranges[index] as number;
-        trace({ op, addr, length: ranges[index + 1] as number, attrs: bits, barrier });
-      }
-    }
-    // One barrier for the whole list, after its last access event.
-    if ((strength & ACQUIRE) !== 0) this.#barrierEvent(strength, ranges[0] ?? 0, total, bits);
+    if ((strength & ACQUIRE) !== 0) this.#barrierEvent(strength, first, total, bits);
   }
 
   /**
-   * A fixed-width access on the checked path (bad numbers, holes, an IOMMU): resolves it,
-   * issues the barrier before, moves the word (through {@link DMAContext.#splitWord} when an
-   * IOMMU splits a misaligned word across pages), and traces it.
+   * A fixed-width access on the checked path (bad numbers, holes, an IOMMU, u64): resolves
+   * it, issues the barrier before, moves the word (through {@link DMAContext.#splitWord}
+   * when an IOMMU splits a misaligned word across pages), and traces it.
    */
   #fixed(
     addr: number,
@@ -780,21 +839,34 @@ export class DMAContext {
     checkAddress(addr);
     checkRange(addr, width);
     const strength = strengthCode(bits);
-    const iommu = this.#iommu;
-    let result: number | bigint;
-    if (iommu !== undefined) iommu.enter();
+    const pieces = this.#pieces;
+    pieces.length = 0;
+    let result: number | bigint = value;
+    const slot = this.#enter();
+    let fault: DMAFault | undefined;
     try {
-      const offset = this.#resolve(addr, width, bits);
-      const pieces = offset < 0 ? this.#pieces(addr, width, bits) : undefined;
-      if ((strength & RELEASE) !== 0) this.#barrierEvent(strength, addr, width, bits);
-      const ordered = strength !== NONE;
-      const at = pieces === undefined ? offset : pieces.length === 2 ? (pieces[0] as number) : -1;
-      if (at < 0) result = this.#splitWord(pieces as number[], width, little, value, toGuest);
-      else if (width === 8) result = this.#word64(at, little, value as bigint, toGuest, ordered);
-      else result = this.#word(at, width, little, value as number, toGuest, ordered);
+      fault = this.#resolve(addr, width, bits, pieces);
+      if (fault === undefined) {
+        if ((strength & RELEASE) !== 0) this.#fence.emit(strength);
+        const ordered = strength !== NONE;
+        if (pieces.length !== 2) result = this.#splitWord(pieces, width, little, value, toGuest);
+        else if (width === 8) {
+          result = this.#word64(pieces[0] as number, little, value as bigint, toGuest, ordered);
+        } else {
+          result = this.#word(
+            pieces[0] as number,
+            width,
+            little,
+            value as number,
+            toGuest,
+            ordered,
+          );
+        }
+      }
     } finally {
-      if (iommu !== undefined) iommu.leave();
+      this.#leave(slot);
     }
+    if (fault !== undefined) throw this.#report(fault);
     this.#after(strength, toGuest ? 'write' : 'read', addr, width, bits);
     return result;
   }
@@ -871,10 +943,10 @@ export class DMAContext {
       if (width === 2) view.setUint16(0, value as number, little);
       else if (width === 4) view.setUint32(0, value as number, little);
       else view.setBigUint64(0, value as bigint, little);
-      this.#copyPieces(pieces, bytes, true);
+      copyPieces(this.#guest, pieces, bytes, true);
       return value;
     }
-    this.#copyPieces(pieces, bytes, false);
+    copyPieces(this.#guest, pieces, bytes, false);
     if (width === 2) return view.getUint16(0, little);
     if (width === 4) return view.getUint32(0, little);
     return view.getBigUint64(0, little);
@@ -904,7 +976,7 @@ export class DMAContext {
       return;
     }
     const strength = strengthCode(bits);
-    if ((strength & RELEASE) !== 0) this.#barrierEvent(strength, addr, width, bits);
+    if ((strength & RELEASE) !== 0) this.#fence.emit(strength);
     this.#word(offset, width, little, value, true, strength !== NONE);
     this.#after(strength, 'write', addr, width, bits);
   }
@@ -919,39 +991,61 @@ export class DMAContext {
   /** Emits a barrier and, when tracing, its event. */
   #barrierEvent(strength: number, addr: number, length: number, attrs: number): void {
     this.#fence.emit(strength);
-    if (this.#trace !== undefined) this.#traceBarrier(strength, addr, length, attrs);
+    const trace = this.#trace;
+    if (trace !== undefined) this.#traceBarrier(trace, strength, addr, length, attrs);
   }
 
   /**
-   * Traces a finished access and issues the barrier that goes after it: acquire and full
-   * (bit 0 of the numeric strength) order later accesses after this one.
+   * Ends a finished access: issues the barrier that goes after it (acquire and full, bit 0 of
+   * the numeric strength, order later accesses after this one) and, when tracing, delivers
+   * its events in program order: the barrier before it (release and full), the access, the
+   * barrier after it.
    */
   #after(strength: number, op: DMATraceOp, addr: number, length: number, attrs: number): void {
-    if (this.#trace !== undefined) this.#traceAfter(strength, op, addr, length, attrs);
+    const trace = this.#trace;
+    if (trace !== undefined) this.#traceAccess(trace, strength, op, addr, length, attrs);
     else if ((strength & ACQUIRE) !== 0) this.#fence.emit(strength);
   }
 
-  // The tracing halves of #barrierEvent and #after live apart, so that the untraced hot path
-  // stays small enough for V8 to inline whole (event objects cost bytecode even when unused).
+  // The tracing halves live apart, so that the untraced hot path stays small enough for V8
+  // to inline whole (event objects cost bytecode even when unused).
 
-  #traceBarrier(strength: number, addr: number, length: number, attrs: number): void {
-    (this.#trace as DMATrace)({
-      op: 'barrier',
-      addr,
-      length,
-      attrs,
-      barrier: STRENGTH_NAMES[strength] ?? 'none',
-    });
+  #traceAccess(
+    trace: DMATrace,
+    strength: number,
+    op: DMATraceOp,
+    addr: number,
+    length: number,
+    attrs: number,
+  ): void {
+    if ((strength & RELEASE) !== 0) this.#traceBarrier(trace, strength, addr, length, attrs);
+    this.#traceEvent(trace, op, addr, length, attrs, strength);
+    if ((strength & ACQUIRE) !== 0) this.#barrierEvent(strength, addr, length, attrs);
   }
 
-  #traceAfter(strength: number, op: DMATraceOp, addr: number, length: number, attrs: number): void {
-    (this.#trace as DMATrace)({
-      op,
-      addr,
-      length,
-      attrs,
-      barrier: STRENGTH_NAMES[strength] ?? 'none',
-    });
-    if ((strength & ACQUIRE) !== 0) this.#barrierEvent(strength, addr, length, attrs);
+  #traceBarrier(
+    trace: DMATrace,
+    strength: number,
+    addr: number,
+    length: number,
+    attrs: number,
+  ): void {
+    this.#traceEvent(trace, 'barrier', addr, length, attrs, strength);
+  }
+
+  #traceEvent(
+    trace: DMATrace,
+    op: DMATraceOp,
+    addr: number,
+    length: number,
+    attrs: number,
+    strength: number,
+  ): void {
+    trace({ op, addr, length, attrs, barrier: STRENGTH_NAMES[strength] ?? 'none' });
+  }
+
+  static {
+    isDMAContext = (value: unknown): value is DMAContext =>
+      typeof value === 'object' && value !== null && #pieces in value;
   }
 }

@@ -16,6 +16,7 @@ import { resolveBarrierPolicy } from './barrier.js';
 import { DMAError, DMAFault, type DMAFaultAccess, type DMAFaultReason } from './errors.js';
 import { ADDRESS_LIMIT, checkAddress, invalidArgument, isSafeIndex } from './internal/check.js';
 import { describe } from './internal/describe.js';
+import { sharedByteLength } from './internal/intrinsics.js';
 
 const { READ, WRITE, RELAXED } = DMAAttributes;
 const DIRECTIONS = READ | WRITE;
@@ -82,11 +83,28 @@ export interface IommuTranslation {
 const LOCK = 0;
 const GENERATION = 1;
 const COUNT = 2;
+/** A counter that spreads the domain objects' preferred slots. */
+const NEXT_HINT = 3;
 const HEADER_WORDS = 16;
-/** Threads (domain objects) that can use one domain at once. */
+/**
+ * Accesses that can be in flight at once, across all threads. A slot is held only for the
+ * duration of one access, never by a thread: a thread that ends, however it ends, holds
+ * none unless it died inside an access.
+ */
 const SLOTS = 256;
 const SLOT_FREE = 0;
-const SLOT_IDLE = 1;
+/**
+ * A slot given up on by `unmap` after the stall limit: its access belongs to a thread that
+ * died inside it. Taken again only when no slot is free, in case the thread was merely
+ * stalled and still writes FREE when it leaves.
+ */
+const SLOT_ABANDONED = -1;
+/**
+ * A slot in an access holds `(generation & GENERATION_MASK) + 1`: never FREE or ABANDONED,
+ * and compared modulo 2^30 so that the generation counter may wrap.
+ */
+const GENERATION_MASK = 0x3fffffff;
+const GENERATION_HALF = 0x20000000;
 /** Whether a plain store is a release on this host (x86-TSO): the `tso` policy's premise. */
 const RELEASE_IS_PLAIN = resolveBarrierPolicy('auto') === 'tso';
 /** How long `unmap` and the table lock wait for a thread before taking it for dead. */
@@ -94,12 +112,17 @@ const STALL_MS = 1000;
 /** Direct-mapped IOTLB entries per thread. */
 const TLB_SIZE = 64;
 
-const registry =
-  typeof FinalizationRegistry === 'function'
-    ? new FinalizationRegistry<{ slots: Int32Array; slot: number }>(({ slots, slot }) => {
-        Atomics.store(slots, slot, SLOT_FREE);
-      })
-    : undefined;
+/** What a slot holds while an access runs under `generation`. */
+function inFlight(generation: number): number {
+  return (generation & GENERATION_MASK) + 1;
+}
+
+/** Whether a slot value is an access that started under a generation before `generation`. */
+function startedBefore(value: number, generation: number): boolean {
+  if (value === SLOT_FREE || value === SLOT_ABANDONED) return false;
+  const age = (generation - (value - 1)) & GENERATION_MASK;
+  return age !== 0 && age < GENERATION_HALF;
+}
 
 /** Which direction a mapping with `perm` refuses to an access that needs `need`. */
 function refusedAccess(perm: number, need: number): DMAFaultAccess {
@@ -107,28 +130,125 @@ function refusedAccess(perm: number, need: number): DMAFaultAccess {
 }
 
 /**
- * Spins until `ready()` or until `STALL_MS` have passed. Only a thread that died inside an
- * access or a table update (a terminated worker) can hold things up that long, and waiting
- * for it forever would hang every other thread.
+ * A deadline for spinning on other threads: `STALL_MS` from the first check that finds it
+ * still waiting. Only a thread that died inside an access or a table update (a terminated
+ * worker) can hold things up that long, and waiting for it forever would hang every other
+ * thread. `expired` looks at the clock once every 1024 spins.
  */
-function spinUntil(ready: () => boolean): boolean {
-  let deadline = 0;
-  for (let spins = 0; ; spins++) {
-    if (ready()) return true;
-    if ((spins & 1023) === 1023) {
-      const now = Date.now();
-      if (deadline === 0) deadline = now + STALL_MS;
-      else if (now > deadline) return false;
-    }
+class Stall {
+  #deadline = 0;
+  #spins = 0;
+
+  expired(): boolean {
+    if ((++this.#spins & 1023) !== 0) return false;
+    const now = Date.now();
+    if (this.#deadline === 0) this.#deadline = now + STALL_MS;
+    return now > this.#deadline;
   }
 }
 
-function isPowerOfTwo(value: number): boolean {
-  return isSafeIndex(value) && value > 0 && Math.log2(value) % 1 === 0;
+/** Exact for every safe integer (a `Math.log2` test is not, above 2^49). At most 53 steps. */
+function isPowerOfTwo(value: unknown): value is number {
+  if (!isSafeIndex(value) || value < 1) return false;
+  let rest = value;
+  while (rest % 2 === 0) rest /= 2;
+  return rest === 1;
 }
 
-/** Set by {@link IommuDomain.fromHandle} for the one synchronous constructor call it makes. */
-let adopting: IommuDomainHandle | undefined;
+function isMaxMappings(value: unknown): value is number {
+  return isSafeIndex(value) && value >= 1 && value <= 1 << 24;
+}
+
+/**
+ * The domain's table. Without `SharedArrayBuffer` (a page that is not cross-origin
+ * isolated) it is an `ArrayBuffer`: the domain then works within its thread and has no
+ * handle (SPEC §4.3).
+ */
+function allocateShared(byteLength: number): ArrayBufferLike {
+  return typeof SharedArrayBuffer === 'function'
+    ? new SharedArrayBuffer(byteLength)
+    : new ArrayBuffer(byteLength);
+}
+
+/** The fault of a refused access, not yet reported to any listener. */
+function refusal(
+  iova: number,
+  length: number,
+  attrs: number,
+  reason: DMAFaultReason,
+  access: DMAFaultAccess | undefined,
+): DMAFault {
+  const range = `[0x${iova.toString(16)}, 0x${(iova + length).toString(16)})`;
+  return reason === 'unmapped'
+    ? new DMAFault(
+        'ERR_DMA_IOMMU_UNMAPPED',
+        `IOMMU: IOVA range ${range} (${formatAttributes(attrs)}) is not mapped`,
+        iova,
+        length,
+        attrs,
+        reason,
+      )
+    : new DMAFault(
+        'ERR_DMA_IOMMU_PERMISSION',
+        `IOMMU: ${access ?? 'write'} refused for IOVA range ${range} (${formatAttributes(attrs)}): the mapping does not allow it`,
+        iova,
+        length,
+        attrs,
+        reason,
+        access,
+      );
+}
+
+/** The size of a domain's shared buffer for a table of `maxMappings`. */
+function bufferSize(maxMappings: number): number {
+  return (HEADER_WORDS + SLOTS) * 4 + maxMappings * 28;
+}
+
+/** What {@link IommuDomain.fromHandle} validated, for the constructor call it makes. */
+interface Adopted {
+  readonly pageSize: number;
+  readonly maxMappings: number;
+  readonly buffer: ArrayBufferLike;
+}
+
+/**
+ * The options objects {@link IommuDomain.fromHandle} made, with what it validated. Keyed by
+ * the object itself: no caller can forge an entry, and nothing is left behind when the
+ * constructor throws.
+ */
+const adoptions = new WeakMap<object, Adopted>();
+
+/** The in-flight protocol and the IOTLB, for the DMA context: see {@link IommuDomain}. */
+export interface IommuAccess {
+  /** Marks the start of an access; returns the slot to give back to `leave`. */
+  enter(domain: IommuDomain): number;
+  /** Marks the end of an access started with `enter`. */
+  leave(domain: IommuDomain, slot: number): void;
+  /** The gpa of an IOTLB hit with the needed permission, or -1. */
+  lookup(domain: IommuDomain, iova: number, length: number, need: number): number;
+  /** Translates a whole access into `out` (gpa, length pairs), or returns its unreported fault. */
+  translateRange(
+    domain: IommuDomain,
+    iova: number,
+    length: number,
+    attrs: number,
+    out: number[],
+  ): DMAFault | undefined;
+  /** Reports a fault to the domain's listener and returns it, for throwing. */
+  report(domain: IommuDomain, fault: DMAFault): DMAFault;
+  /** Translates one IOVA for `map`, reporting a fault. */
+  translateAccess(
+    domain: IommuDomain,
+    iova: number,
+    length: number,
+    attrs: number,
+  ): IommuTranslation;
+}
+
+/** Whether a value is a genuine {@link IommuDomain} (a private-field brand check). */
+export let isIommuDomain: (value: unknown) => value is IommuDomain;
+/** The internal side of every domain; see {@link IommuAccess}. */
+export let iommuAccess: IommuAccess;
 
 /**
  * An IOMMU domain: the IOVA space one device (or group of devices) sees. Give it to a
@@ -151,17 +271,17 @@ export class IommuDomain {
   readonly maxMappings: number;
   /** `1 / pageSize`, exact since the page size is a power of two. */
   readonly #pageInverse: number;
-  readonly #buffer: SharedArrayBuffer;
+  readonly #buffer: ArrayBufferLike;
   readonly #header: Int32Array;
   readonly #slots: Int32Array;
   /** Mapping `i`: IOVA start `3i`, IOVA end `3i + 1`, guest-physical start `3i + 2`. */
   readonly #ranges: Float64Array;
   readonly #perms: Int32Array;
   readonly #onFault: IommuFaultListener | undefined;
-  /** This thread's in-flight slot: holds the generation an access runs under, or idle. */
-  readonly #slot: number;
-  /** Nesting depth of accesses in this thread (a trace callback may start another). */
-  #depth = 0;
+  /** The slot this object tries first; another is taken when it is busy. */
+  #hint: number;
+  /** Set by {@link IommuDomain.close}. */
+  #closed = false;
   /** The generation the IOTLB entries were filled under. */
   #tlbGeneration = 0;
   readonly #tlbStart = new Float64Array(TLB_SIZE).fill(-1);
@@ -174,34 +294,34 @@ export class IommuDomain {
    * @throws {@link DMAError} `ERR_DMA_INVALID_ARGUMENT` for a bad page size, capacity or listener.
    */
   constructor(options: IommuDomainOptions = {}) {
-    const handle = adopting;
-    adopting = undefined;
     if (typeof options !== 'object' || (options as unknown) === null) {
       invalidArgument('options', 'an object', options);
     }
+    const adopted = adoptions.get(options);
+    // Each option is read once, into a local that is then validated and used.
     const onFault: unknown = options.onFault;
     if (onFault !== undefined && typeof onFault !== 'function')
       invalidArgument('onFault', 'a function', onFault);
     this.#onFault = onFault as IommuFaultListener | undefined;
-    if (handle !== undefined) {
-      this.pageSize = handle.pageSize;
-      this.maxMappings = handle.maxMappings;
-      this.#buffer = handle.buffer;
+    if (adopted !== undefined) {
+      this.pageSize = adopted.pageSize;
+      this.maxMappings = adopted.maxMappings;
+      this.#buffer = adopted.buffer;
     } else {
       // Only undefined means "the default": a null from JavaScript is a wrong type.
       const givenPageSize: unknown = options.pageSize;
       const pageSize = givenPageSize === undefined ? 4096 : givenPageSize;
-      if (!isSafeIndex(pageSize) || !isPowerOfTwo(pageSize) || pageSize < 4096) {
+      if (!isPowerOfTwo(pageSize) || pageSize < 4096) {
         invalidArgument('pageSize', 'a power of two of at least 4096', pageSize);
       }
       const givenMaxMappings: unknown = options.maxMappings;
       const maxMappings = givenMaxMappings === undefined ? 65536 : givenMaxMappings;
-      if (!isSafeIndex(maxMappings) || maxMappings < 1 || maxMappings > 1 << 24) {
+      if (!isMaxMappings(maxMappings)) {
         invalidArgument('maxMappings', 'an integer from 1 to 2^24', maxMappings);
       }
       this.pageSize = pageSize;
       this.maxMappings = maxMappings;
-      this.#buffer = new SharedArrayBuffer((HEADER_WORDS + SLOTS) * 4 + maxMappings * 28);
+      this.#buffer = allocateShared(bufferSize(maxMappings));
     }
     this.#pageInverse = 1 / this.pageSize;
     const headerBytes = HEADER_WORDS * 4;
@@ -215,8 +335,7 @@ export class IommuDomain {
       headerBytes + slotBytes + rangeBytes,
       this.maxMappings,
     );
-    this.#slot = this.#claimSlot();
-    registry?.register(this, { slots: this.#slots, slot: this.#slot });
+    this.#hint = Atomics.add(this.#header, NEXT_HINT, 1) & (SLOTS - 1);
   }
 
   /**
@@ -232,18 +351,30 @@ export class IommuDomain {
     handle: IommuDomainHandle,
     options: IommuDomainHandleOptions = {},
   ): IommuDomain {
-    const candidate = handle as Partial<IommuDomainHandle> | null;
+    if (typeof handle !== 'object' || (handle as unknown) === null) {
+      invalidArgument('handle', 'an object made by IommuDomain.handle()', handle);
+    }
+    if (typeof options !== 'object' || (options as unknown) === null) {
+      invalidArgument('options', 'an object', options);
+    }
+    // Read once: a getter that answers differently the second time cannot matter.
+    const { kind, pageSize, maxMappings, buffer } = handle as unknown as Partial<
+      Record<string, unknown>
+    >;
+    const onFault = options.onFault;
+    const byteLength = sharedByteLength(buffer);
     if (
-      candidate?.kind !== 'dma-attrs:iommu-domain' ||
-      !(candidate.buffer instanceof SharedArrayBuffer) ||
-      !isPowerOfTwo(candidate.pageSize ?? 0) ||
-      !isSafeIndex(candidate.maxMappings) ||
-      candidate.buffer.byteLength !== (HEADER_WORDS + SLOTS) * 4 + candidate.maxMappings * 28
+      kind !== 'dma-attrs:iommu-domain' ||
+      !isPowerOfTwo(pageSize) ||
+      pageSize < 4096 ||
+      !isMaxMappings(maxMappings) ||
+      byteLength !== bufferSize(maxMappings)
     ) {
       invalidArgument('handle', 'an object made by IommuDomain.handle()', handle);
     }
-    adopting = candidate as IommuDomainHandle;
-    return new IommuDomain(options);
+    const own: IommuDomainOptions = onFault === undefined ? {} : { onFault };
+    adoptions.set(own, { pageSize, maxMappings, buffer: buffer as SharedArrayBuffer });
+    return new IommuDomain(own);
   }
 
   /**
@@ -252,6 +383,13 @@ export class IommuDomain {
    * @returns the handle.
    */
   handle(): IommuDomainHandle {
+    this.#checkOpen();
+    if (!(typeof SharedArrayBuffer === 'function' && this.#buffer instanceof SharedArrayBuffer)) {
+      throw new DMAError(
+        'ERR_DMA_INVALID_ARGUMENT',
+        'an IOMMU domain has a handle only where SharedArrayBuffer exists (a cross-origin isolated page, or Node.js)',
+      );
+    }
     return {
       kind: 'dma-attrs:iommu-domain',
       pageSize: this.pageSize,
@@ -277,6 +415,7 @@ export class IommuDomain {
    * `ERR_DMA_INVALID_ATTRIBUTES` for a bad permission. The table is unchanged then.
    */
   map(iova: number, gpa: number, size: number, perm: DMAAttributesLike): void {
+    this.#checkOpen();
     const bits = toAttributes(perm, 'perm');
     if ((bits & DIRECTIONS) === 0 || (bits & RELAXED) !== 0) {
       throw new DMAError(
@@ -336,6 +475,7 @@ export class IommuDomain {
    * when splitting a mapping would overflow the table.
    */
   unmap(iova: number, size: number): number {
+    this.#checkOpen();
     this.#checkAligned(iova, 'iova');
     this.#checkAligned(size, 'size');
     if (size === 0) invalidArgument('size', 'a positive multiple of the page size', size);
@@ -409,7 +549,7 @@ export class IommuDomain {
    * reported to `onFault`); {@link DMAError} for bad arguments.
    */
   translate(iova: number, attrs: DMAAttributesLike): IommuTranslation {
-    checkAddress(iova, 'iova');
+    // Attributes first, then arguments: the documented order of every accessor.
     const bits = toAttributes(attrs);
     const need = bits & DIRECTIONS;
     if (need === 0) {
@@ -418,15 +558,31 @@ export class IommuDomain {
         `translate needs READ, WRITE or BIDIRECTIONAL; received attrs ${describe(attrs)}`,
       );
     }
-    return this.translateAccess(iova, 1, bits);
+    checkAddress(iova, 'iova');
+    return this.#translateAccess(iova, 1, bits);
   }
 
   /**
-   * {@link IommuDomain.translate} for validated arguments, with the access's length for the
-   * fault it reports.
-   * @internal
+   * Ends this object's use of the domain: every later call on it (and every access of a
+   * context that uses it) is `ERR_DMA_INVALID_ARGUMENT`, and its IOTLB is dropped. The
+   * shared table and the other threads' objects are untouched. Nothing shared needs to be
+   * given back: an in-flight slot is held only during an access, so a thread that ends
+   * without calling this (a terminated worker) leaves nothing behind. Calling it twice is
+   * harmless.
    */
-  translateAccess(iova: number, length: number, attrs: number): IommuTranslation {
+  close(): void {
+    this.#closed = true;
+    this.#tlbStart.fill(-1);
+  }
+
+  /** Whether {@link IommuDomain.close} was called on this object. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** {@link IommuDomain.translate} for validated arguments, with the access's length for its fault. */
+  #translateAccess(iova: number, length: number, attrs: number): IommuTranslation {
+    this.#checkOpen();
     const need = attrs & DIRECTIONS;
     let found: number;
     let gpa = 0;
@@ -445,61 +601,89 @@ export class IommuDomain {
     } finally {
       this.#unlock();
     }
-    if (found < 0) throw this.fault(iova, length, attrs, 'unmapped', undefined);
+    if (found < 0) throw this.#report(refusal(iova, length, attrs, 'unmapped', undefined));
     if ((perm & need) !== need) {
-      throw this.fault(iova, length, attrs, 'permission', refusedAccess(perm, need));
+      throw this.#report(refusal(iova, length, attrs, 'permission', refusedAccess(perm, need)));
     }
     return { gpa, length: contiguous, perm };
   }
 
   /**
-   * Marks the start of an access in this thread and returns the generation it runs under.
-   * `unmap` waits for accesses marked under an older generation. The store-then-load here
-   * pairs with `unmap`'s add-then-load: under sequential consistency one of the two sees
-   * the other, so either `unmap` waits for this access or this access sees the new table.
-   * @internal
+   * Marks the start of an access: takes a free in-flight slot, writes the generation the
+   * access runs under, and drops the IOTLB if an `unmap` happened since it was filled.
+   * `unmap` waits for every slot that holds an older generation. The write-then-load here
+   * pairs with `unmap`'s add-then-load: under sequential consistency one of the two sees the
+   * other, so either `unmap` waits for this access or this access sees the new table. The
+   * generation is checked on every access, nested or not, so no access can start on an
+   * IOTLB entry older than an `unmap` that has returned.
    */
-  enter(): number {
+  #enter(): number {
+    const slots = this.#slots;
     let generation = this.#tlbGeneration;
-    if (this.#depth++ === 0) {
-      for (;;) {
-        Atomics.store(this.#slots, this.#slot, generation + 2);
-        // On x86 the xchg of Atomics.store already orders this load after the store, and an
-        // aligned 32-bit load cannot tear: a plain load saves a builtin call per access.
-        const current = RELEASE_IS_PLAIN
-          ? (this.#header[GENERATION] as number)
-          : Atomics.load(this.#header, GENERATION);
-        if (current === generation) break;
-        generation = current;
-      }
-      if (generation !== this.#tlbGeneration) {
-        this.#tlbStart.fill(-1);
-        this.#tlbGeneration = generation;
-      }
+    let slot = this.#hint;
+    if (Atomics.compareExchange(slots, slot, SLOT_FREE, inFlight(generation)) !== SLOT_FREE) {
+      slot = this.#claimOther(inFlight(generation));
     }
-    return generation;
+    for (;;) {
+      // On x86 the locked cmpxchg (or xchg) above already orders this load after the write,
+      // and an aligned 32-bit load cannot tear: a plain load saves a builtin call per access.
+      const current = RELEASE_IS_PLAIN
+        ? (this.#header[GENERATION] as number)
+        : Atomics.load(this.#header, GENERATION);
+      if (current === generation) break;
+      generation = current;
+      Atomics.store(slots, slot, inFlight(generation));
+    }
+    if (generation !== this.#tlbGeneration) {
+      this.#tlbStart.fill(-1);
+      this.#tlbGeneration = generation;
+    }
+    return slot;
   }
 
   /**
-   * Marks the end of an access started with {@link IommuDomain.enter}. This is a release:
-   * the access's bytes must be visible before `unmap` sees the slot idle. On x86 every store
+   * Marks the end of an access started with {@link IommuDomain.#enter}. This is a release:
+   * the access's bytes must be visible before `unmap` sees the slot free. On x86 every store
    * is a release (the `tso` argument of barrier.ts), so a plain store does, and saves the
    * `xchg` that `Atomics.store` costs; elsewhere it is `Atomics.store`.
-   * @internal
    */
-  leave(): void {
-    if (--this.#depth !== 0) return;
-    if (RELEASE_IS_PLAIN) this.#slots[this.#slot] = SLOT_IDLE;
-    else Atomics.store(this.#slots, this.#slot, SLOT_IDLE);
+  #leave(slot: number): void {
+    if (RELEASE_IS_PLAIN) this.#slots[slot] = SLOT_FREE;
+    else Atomics.store(this.#slots, slot, SLOT_FREE);
+  }
+
+  /**
+   * Takes another slot when the preferred one is busy: first a free one, then one that an
+   * `unmap` abandoned, waiting up to the stall limit for either.
+   */
+  #claimOther(value: number): number {
+    const slots = this.#slots;
+    const stall = new Stall();
+    for (;;) {
+      for (const wanted of [SLOT_FREE, SLOT_ABANDONED]) {
+        for (let step = 1; step <= SLOTS; step++) {
+          const slot = (this.#hint + step) & (SLOTS - 1);
+          if (Atomics.compareExchange(slots, slot, wanted, value) === wanted) {
+            this.#hint = slot;
+            return slot;
+          }
+        }
+      }
+      if (stall.expired()) {
+        throw new DMAError(
+          'ERR_DMA_INVALID_ARGUMENT',
+          `all ${SLOTS} in-flight slots of the IOMMU domain stayed busy for ${STALL_MS} ms: too many threads are inside an access at once`,
+        );
+      }
+    }
   }
 
   /**
    * The guest-physical address of an access that fits in one IOTLB entry with the needed
    * permission, or -1 (a miss, a page crossing or a fault: the caller takes the slow path).
-   * Call between {@link IommuDomain.enter} and {@link IommuDomain.leave}.
-   * @internal
+   * Call between enter and leave.
    */
-  lookup(iova: number, length: number, need: number): number {
+  #lookup(iova: number, length: number, need: number): number {
     const index = this.#tlbIndex(iova);
     const start = this.#tlbStart[index] as number;
     if (
@@ -514,18 +698,22 @@ export class IommuDomain {
   }
 
   /**
-   * Translates a whole access into guest-physical segments `[gpa0, length0, gpa1, ...]`,
-   * checking every byte's mapping and permission before returning, and fills the IOTLB.
-   * Call between {@link IommuDomain.enter} and {@link IommuDomain.leave}. With `report`
-   * false (for `valid`, a mere question) a refusal returns undefined and records no fault.
-   * @throws {@link DMAFault} for an unmapped or refused byte (reported to `onFault`).
-   * @internal
+   * Translates a whole access into guest-physical segments pushed onto `out` as
+   * `gpa, length` pairs, checking every byte's mapping and permission, and fills the IOTLB.
+   * Returns the fault of a refused byte without reporting it: the caller reports it once it
+   * has left the access, so that a listener never runs inside one.
    */
-  segments(iova: number, length: number, attrs: number, report = true): number[] | undefined {
+  #translateRange(
+    iova: number,
+    length: number,
+    attrs: number,
+    out: number[],
+  ): DMAFault | undefined {
+    this.#checkOpen();
     const need = attrs & DIRECTIONS;
-    const result: number[] = [];
     let failure: DMAFaultReason | undefined;
     let refused: DMAFaultAccess | undefined;
+    const first = out.length;
     this.#lock();
     try {
       const count = this.#header[COUNT] as number;
@@ -553,67 +741,65 @@ export class IommuDomain {
         this.#tlbPerm[index] = perm;
         const segmentEnd = Math.min(stop, end);
         const gpa = cursor + delta;
-        const last = result.length - 2;
-        if (last >= 0 && (result[last] as number) + (result[last + 1] as number) === gpa) {
-          result[last + 1] = (result[last + 1] as number) + (segmentEnd - cursor);
+        const last = out.length - 2;
+        if (last >= first && (out[last] as number) + (out[last + 1] as number) === gpa) {
+          out[last + 1] = (out[last + 1] as number) + (segmentEnd - cursor);
         } else {
-          result.push(gpa, segmentEnd - cursor);
+          out.push(gpa, segmentEnd - cursor);
         }
         cursor = segmentEnd;
       }
     } finally {
       this.#unlock();
     }
-    if (failure === undefined) return result;
-    if (report) throw this.fault(iova, length, attrs, failure, refused);
-    return undefined;
+    return failure === undefined ? undefined : refusal(iova, length, attrs, failure, refused);
   }
 
   /**
-   * Builds the fault for a refused access and reports it to the listener, whose own errors
-   * are swallowed: a faulty listener must not turn a guest fault into a device crash.
-   * @internal
+   * Reports a fault to the listener, whose own errors are swallowed: a faulty listener must
+   * not turn a guest fault into a device crash. Returns the fault, for throwing.
    */
-  fault(
-    iova: number,
-    length: number,
-    attrs: number,
-    reason: DMAFaultReason,
-    access: DMAFaultAccess | undefined,
-  ): DMAFault {
-    const range = `[0x${iova.toString(16)}, 0x${(iova + length).toString(16)})`;
-    const error =
-      reason === 'unmapped'
-        ? new DMAFault(
-            'ERR_DMA_IOMMU_UNMAPPED',
-            `IOMMU: IOVA range ${range} (${formatAttributes(attrs)}) is not mapped`,
-            iova,
-            length,
-            attrs,
-            reason,
-          )
-        : new DMAFault(
-            'ERR_DMA_IOMMU_PERMISSION',
-            `IOMMU: ${access ?? 'write'} refused for IOVA range ${range} (${formatAttributes(attrs)}): the mapping does not allow it`,
-            iova,
-            length,
-            attrs,
-            reason,
-            access,
-          );
+  #report(fault: DMAFault): DMAFault {
     const listener = this.#onFault;
     if (listener !== undefined) {
+      const { addr: iova, length, attrs, reason, access } = fault;
       try {
         listener(
           access === undefined
-            ? { iova, length, attrs, reason }
-            : { iova, length, attrs, reason, access },
+            ? { iova, length, attrs, reason: reason ?? 'unmapped' }
+            : { iova, length, attrs, reason: reason ?? 'permission', access },
         );
       } catch {
         // The listener is the embedder's logging; its failure is not the access's.
       }
     }
-    return error;
+    return fault;
+  }
+
+  #checkOpen(): void {
+    if (this.#closed) {
+      throw new DMAError(
+        'ERR_DMA_INVALID_ARGUMENT',
+        'this IommuDomain object was closed; make another with IommuDomain.fromHandle(domain.handle())',
+      );
+    }
+  }
+
+  static {
+    isIommuDomain = (value: unknown): value is IommuDomain =>
+      typeof value === 'object' && value !== null && #slots in value;
+    iommuAccess = {
+      enter: (domain) => domain.#enter(),
+      leave: (domain, slot) => {
+        domain.#leave(slot);
+      },
+      lookup: (domain, iova, length, need) => domain.#lookup(iova, length, need),
+      translateRange: (domain, iova, length, attrs, out) =>
+        domain.#translateRange(iova, length, attrs, out),
+      report: (domain, fault) => domain.#report(fault),
+      translateAccess: (domain, iova, length, attrs) =>
+        domain.#translateAccess(iova, length, attrs),
+    };
   }
 
   /**
@@ -673,31 +859,24 @@ export class IommuDomain {
     return end;
   }
 
-  #claimSlot(): number {
-    for (let slot = 0; slot < SLOTS; slot++) {
-      if (Atomics.compareExchange(this.#slots, slot, SLOT_FREE, SLOT_IDLE) === SLOT_FREE)
-        return slot;
-    }
-    throw new DMAError(
-      'ERR_DMA_INVALID_ARGUMENT',
-      `an IOMMU domain can be used by at most ${SLOTS} domain objects (threads) at once`,
-    );
-  }
-
-  /** Waits until no thread is in an access that started under a generation before `generation`. */
+  /**
+   * Waits until no access is in flight that started under a generation before `generation`.
+   * One stall limit for the whole scan: slots still busy when it has passed belong to threads
+   * that died inside an access, and are marked abandoned so that no later unmap waits for
+   * them again. (The compare-exchange fails harmlessly if the thread has moved on since.)
+   */
   #drain(generation: number): void {
     const slots = this.#slots;
+    const stall = new Stall();
     for (let slot = 0; slot < SLOTS; slot++) {
-      if (slot === this.#slot) continue;
-      // FREE and IDLE are not in an access; an access marks its slot with generation + 2.
-      let value = SLOT_IDLE;
-      const drained = spinUntil(() => {
-        value = Atomics.load(slots, slot);
-        return value === SLOT_FREE || value === SLOT_IDLE || value - 2 >= generation;
-      });
-      // Given up on: mark the access finished, or every later unmap would wait for it again.
-      // Fails harmlessly if the thread has moved on since.
-      if (!drained) Atomics.compareExchange(slots, slot, value, SLOT_IDLE);
+      for (;;) {
+        const value = Atomics.load(slots, slot);
+        if (!startedBefore(value, generation)) break;
+        if (stall.expired()) {
+          Atomics.compareExchange(slots, slot, value, SLOT_ABANDONED);
+          break;
+        }
+      }
     }
   }
 
@@ -707,8 +886,13 @@ export class IommuDomain {
     // browser's main thread may not block. A lock held past the stall limit belongs to a
     // thread that died holding it, and is taken over.
     if (Atomics.compareExchange(header, LOCK, 0, 1) === 0) return;
-    if (!spinUntil(() => Atomics.compareExchange(header, LOCK, 0, 1) === 0))
-      Atomics.store(header, LOCK, 1);
+    const stall = new Stall();
+    while (Atomics.compareExchange(header, LOCK, 0, 1) !== 0) {
+      if (stall.expired()) {
+        Atomics.store(header, LOCK, 1);
+        return;
+      }
+    }
   }
 
   #unlock(): void {

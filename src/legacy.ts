@@ -8,10 +8,11 @@
  */
 /* eslint-disable @typescript-eslint/no-deprecated -- this module is the deprecated API itself */
 import { DMAAttributes } from './attributes.js';
-import type { DMAContext } from './context.js';
+import { isDMAContext, type DMAContext } from './context.js';
 import { DMAError } from './errors.js';
-import { checkBuffer, checkLength, invalidArgument } from './internal/check.js';
+import { bufferLength, checkLength, invalidArgument, notInstance } from './internal/check.js';
 import { describe } from './internal/describe.js';
+import { fixedView } from './internal/intrinsics.js';
 
 const { READ, WRITE, RELAXED } = DMAAttributes;
 
@@ -48,15 +49,25 @@ export function directionToAttributes(dir: DMADirection): number {
 }
 
 /**
+ * Checks that `dma` is a genuine {@link dma-attrs!DMAContext | DMAContext}: the helpers are
+ * plain functions, so nothing else would stop a `null`, a `{}` or a `GuestMemory`.
+ */
+function context(dma: unknown): DMAContext {
+  if (!isDMAContext(dma)) notInstance('dma', 'DMAContext', dma);
+  return dma;
+}
+
+/**
  * The first `len` bytes of `buf`. Arguments are validated before the barrier, so that a
  * programmer error issues none; a guest fault (a hole, an IOMMU refusal) comes after it,
  * as in 2012, where `smp_mb()` preceded the access that failed.
  */
 function prefix(buf: Uint8Array, len: number): Uint8Array {
-  checkBuffer(buf);
+  const length = bufferLength(buf);
   checkLength(len, 'len');
-  if (len > buf.length) invalidArgument('len', `at most buf.length (${buf.length})`, len);
-  return len === buf.length ? buf : buf.subarray(0, len);
+  if (len > length) invalidArgument('len', `at most buf.length (${length})`, len);
+  // A fixed view made from the buffer's own slots, not the caller's `subarray`.
+  return len === length ? buf : fixedView(buf, 0, len);
 }
 
 /**
@@ -77,10 +88,11 @@ export function dmaMemoryRw(
   len: number,
   dir: DMADirection,
 ): void {
+  const ctx = context(dma);
   const attrs = directionToAttributes(dir);
   const bytes = prefix(buf, len);
-  dma.barrier('full');
-  dma.rw(addr, bytes, attrs | RELAXED);
+  ctx.barrier('full');
+  ctx.rw(addr, bytes, attrs | RELAXED);
 }
 
 /**
@@ -100,7 +112,9 @@ export function dmaMemoryRwRelaxed(
   len: number,
   dir: DMADirection,
 ): void {
-  dma.rw(addr, prefix(buf, len), directionToAttributes(dir) | RELAXED);
+  const ctx = context(dma);
+  const attrs = directionToAttributes(dir);
+  ctx.rw(addr, prefix(buf, len), attrs | RELAXED);
 }
 
 /**
@@ -113,9 +127,10 @@ export function dmaMemoryRwRelaxed(
  * @deprecated Use `dma.read(addr, buf)` (an acquire barrier after the read).
  */
 export function dmaMemoryRead(dma: DMAContext, addr: number, buf: Uint8Array, len: number): void {
+  const ctx = context(dma);
   const bytes = prefix(buf, len);
-  dma.barrier('full');
-  dma.read(addr, bytes, RELAXED);
+  ctx.barrier('full');
+  ctx.read(addr, bytes, RELAXED);
 }
 
 /**
@@ -128,9 +143,10 @@ export function dmaMemoryRead(dma: DMAContext, addr: number, buf: Uint8Array, le
  * @deprecated Use `dma.write(addr, buf)` (a release barrier before the write).
  */
 export function dmaMemoryWrite(dma: DMAContext, addr: number, buf: Uint8Array, len: number): void {
+  const ctx = context(dma);
   const bytes = prefix(buf, len);
-  dma.barrier('full');
-  dma.write(addr, bytes, RELAXED);
+  ctx.barrier('full');
+  ctx.write(addr, bytes, RELAXED);
 }
 
 /**
@@ -148,7 +164,7 @@ export function dmaMemoryReadRelaxed(
   buf: Uint8Array,
   len: number,
 ): void {
-  dma.read(addr, prefix(buf, len), RELAXED);
+  context(dma).read(addr, prefix(buf, len), RELAXED);
 }
 
 /**
@@ -166,7 +182,7 @@ export function dmaMemoryWriteRelaxed(
   buf: Uint8Array,
   len: number,
 ): void {
-  dma.write(addr, prefix(buf, len), RELAXED);
+  context(dma).write(addr, prefix(buf, len), RELAXED);
 }
 
 /**
@@ -179,11 +195,12 @@ export function dmaMemoryWriteRelaxed(
  * @deprecated Use `dma.set(addr, c, len)` (a release barrier before the fill).
  */
 export function dmaMemorySet(dma: DMAContext, addr: number, c: number, len: number): void {
+  const ctx = context(dma);
   if (typeof c !== 'number' || (c & 0xff) !== c)
     invalidArgument('c', 'an integer from 0 to 255', c);
   checkLength(len, 'len');
-  dma.barrier('full');
-  dma.set(addr, c, len, RELAXED);
+  ctx.barrier('full');
+  ctx.set(addr, c, len, RELAXED);
 }
 
 /**
@@ -202,7 +219,8 @@ export function dmaMemoryMap(
   len: number,
   dir: DMADirection,
 ): Uint8Array {
-  return dma.map(addr, len, directionToAttributes(dir) | RELAXED);
+  const ctx = context(dma);
+  return ctx.map(addr, len, directionToAttributes(dir) | RELAXED);
 }
 
 /**
@@ -222,9 +240,11 @@ export function dmaMemoryUnmap(
   dir: DMADirection,
   accessLen: number,
 ): void {
-  checkLength(len, 'len');
+  const ctx = context(dma);
+  // Attributes first, then arguments: the documented order.
   directionToAttributes(dir);
-  dma.unmap(buffer, accessLen);
+  checkLength(len, 'len');
+  ctx.unmap(buffer, accessLen);
 }
 
 /**
@@ -235,6 +255,7 @@ export function dmaMemoryUnmap(
  * @deprecated Use `dma.barrier('full')`.
  */
 export function dmaBarrier(dma: DMAContext, dir: DMADirection): void {
+  const ctx = context(dma);
   directionToAttributes(dir);
-  dma.barrier('full');
+  ctx.barrier('full');
 }

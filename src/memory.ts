@@ -15,13 +15,14 @@ import { DMAError, DMAFault } from './errors.js';
 import {
   ADDRESS_LIMIT,
   checkAddress,
-  checkBuffer,
+  bufferLength,
   checkLength,
   checkRange,
   invalidArgument,
   isSafeIndex,
 } from './internal/check.js';
 import { describe } from './internal/describe.js';
+import { setBytes, sharedByteLength } from './internal/intrinsics.js';
 
 /** One RAM region: `size` bytes at guest-physical address `base`. */
 export interface GuestMemoryRegion {
@@ -73,20 +74,32 @@ interface Layout {
   readonly byteLength: number;
 }
 
-function readRegions(options: GuestMemoryOptions): GuestMemoryRegion[] {
-  if (options.regions !== undefined && options.size !== undefined) {
+/** The most regions a memory may have: enough for any machine, and a bound on every loop. */
+const MAX_REGIONS = 4096;
+
+/**
+ * Reads `size` or `regions` once each, every region and each of its fields once, into a
+ * fresh array that is then all the constructor looks at.
+ */
+function readRegions(size: unknown, regions: unknown): GuestMemoryRegion[] {
+  if (regions !== undefined && size !== undefined) {
     throw new DMAError('ERR_DMA_INVALID_ARGUMENT', 'give either size or regions, not both');
   }
-  if (options.regions === undefined) {
-    if (!isSafeIndex(options.size) || options.size === 0) {
-      invalidArgument('size', 'a positive safe integer', options.size);
-    }
-    return [{ base: 0, size: options.size }];
+  if (regions === undefined) {
+    if (!isSafeIndex(size) || size === 0) invalidArgument('size', 'a positive safe integer', size);
+    return [{ base: 0, size }];
   }
-  if (!Array.isArray(options.regions) || options.regions.length === 0) {
-    invalidArgument('regions', 'a non-empty array of { base, size }', options.regions);
+  if (!Array.isArray(regions)) {
+    invalidArgument('regions', 'a non-empty array of { base, size }', regions);
   }
-  return options.regions.map((region: unknown, index) => {
+  const count: unknown = regions.length;
+  if (typeof count !== 'number' || count < 1 || count > MAX_REGIONS) {
+    invalidArgument('regions', `an array of 1 to ${MAX_REGIONS} regions`, regions);
+  }
+  const read: GuestMemoryRegion[] = [];
+  for (let index = 0; index < count; index++) {
+    // An index loop, not `map`: a hole in a sparse array is an error at its index.
+    const region: unknown = (regions as unknown[])[index];
     if (typeof region !== 'object' || region === null) {
       invalidArgument(`regions[${index}]`, 'an object { base, size }', region);
     }
@@ -103,8 +116,9 @@ function readRegions(options: GuestMemoryOptions): GuestMemoryRegion[] {
         `base ${base} + size ${size}`,
       );
     }
-    return { base, size };
-  });
+    read.push({ base, size });
+  }
+  return read;
 }
 
 /**
@@ -159,8 +173,41 @@ function allocate(byteLength: number, shared: boolean): ArrayBuffer | SharedArra
   }
 }
 
-/** Set by {@link GuestMemory.fromHandle} for the one synchronous constructor call it makes. */
-let adopting: GuestMemoryHandle | undefined;
+/** What {@link GuestMemory.fromHandle} validated, for the constructor call it makes. */
+interface Adopted {
+  readonly buffer: SharedArrayBuffer;
+  readonly fence: SharedArrayBuffer;
+  readonly barrierPolicy: 'strict' | 'tso';
+}
+
+/**
+ * The options objects {@link GuestMemory.fromHandle} made, with what it validated. Keyed by
+ * the object itself: no caller can forge an entry, and nothing is left behind when the
+ * constructor throws (a module variable set for "the next constructor call" was, and the
+ * next `new GuestMemory({ shared: false })` adopted the forged buffer).
+ */
+const adoptions = new WeakMap<object, Adopted>();
+
+/** The parts of a memory the DMA context works on; see {@link memoryParts}. */
+export interface MemoryParts {
+  /** A byte view of the whole backing store. */
+  readonly bytes: Uint8Array;
+  /** The barrier emitter on the memory's fence word. */
+  readonly fence: Fence;
+  /** The backing offset of an all-RAM range, or -1. Unchecked, as `GuestMemory#locate`. */
+  readonly locate: (gpa: number, length: number) => number;
+  /** How many bytes of RAM are contiguous from `gpa` (0 in a hole). */
+  readonly extent: (gpa: number) => number;
+}
+
+/** Whether a value is a genuine {@link GuestMemory} (a private-field brand check). */
+export let isGuestMemory: (value: unknown) => value is GuestMemory;
+/**
+ * The memory's own parts, made by the library and never handed to callers, so that an
+ * instance property a caller redefines (`memory.bytes`, `memory.locate`) cannot reach an
+ * access.
+ */
+export let memoryParts: (memory: GuestMemory) => MemoryParts;
 
 /**
  * Guest RAM: one or more regions at guest-physical addresses, with holes between them
@@ -187,10 +234,7 @@ export class GuestMemory {
    * address lives in it. Emulators use it to make their own views (a framebuffer, say).
    */
   readonly buffer: ArrayBuffer | SharedArrayBuffer;
-  /** A byte view of {@link GuestMemory.buffer}. @internal */
-  readonly bytes: Uint8Array;
-  /** The barrier emitter on this memory's fence word. @internal */
-  readonly fence: Fence;
+  readonly #parts: MemoryParts;
   readonly #spanBase: Float64Array;
   readonly #spanEnd: Float64Array;
   readonly #spanOffset: Float64Array;
@@ -205,12 +249,18 @@ export class GuestMemory {
    * or an unknown policy.
    */
   constructor(options: GuestMemoryOptions) {
-    const handle = adopting;
-    adopting = undefined;
     if (typeof options !== 'object' || (options as unknown) === null) {
       invalidArgument('options', 'an object { size } or { regions }', options);
     }
-    const layout = layOut(readRegions(options));
+    const handle = adoptions.get(options);
+    // Each option is read once, into a local that is then validated and used.
+    const {
+      size,
+      regions,
+      shared: givenShared,
+      barrierPolicy,
+    } = options as Record<string, unknown>;
+    const layout = layOut(readRegions(size, regions));
     this.regions = layout.regions;
     this.#spanBase = layout.spanBase;
     this.#spanEnd = layout.spanEnd;
@@ -220,7 +270,7 @@ export class GuestMemory {
     this.#offset0 = layout.spanOffset[0] ?? 0;
     if (handle !== undefined) {
       if (layout.byteLength !== handle.buffer.byteLength) {
-        invalidArgument('handle', 'a buffer whose size matches its regions', handle);
+        invalidArgument('handle', 'a buffer whose size matches its regions', handle.buffer);
       }
       this.shared = true;
       this.barrierPolicy = handle.barrierPolicy;
@@ -229,8 +279,7 @@ export class GuestMemory {
     } else {
       const canShare = typeof SharedArrayBuffer === 'function';
       // Only undefined means "the default": a null from JavaScript is a wrong type.
-      const given: unknown = options.shared;
-      const shared = given === undefined ? canShare : given;
+      const shared = givenShared === undefined ? canShare : givenShared;
       if (typeof shared !== 'boolean') invalidArgument('shared', 'a boolean', shared);
       if (shared && !canShare) {
         throw new DMAError(
@@ -239,16 +288,25 @@ export class GuestMemory {
         );
       }
       this.shared = shared;
-      this.barrierPolicy = resolveBarrierPolicy(options.barrierPolicy);
+      this.barrierPolicy = resolveBarrierPolicy(barrierPolicy);
       this.buffer = allocate(layout.byteLength, shared);
       // A cache line of its own, so that fencing never contends with guest data.
       this.#fenceBuffer = shared ? new SharedArrayBuffer(64) : undefined;
     }
-    this.bytes = new Uint8Array(this.buffer);
-    this.fence = new Fence(
-      this.#fenceBuffer === undefined ? undefined : new Int32Array(this.#fenceBuffer, 0, 1),
-      this.barrierPolicy,
-    );
+    this.#parts = {
+      bytes: new Uint8Array(this.buffer),
+      fence: new Fence(
+        this.#fenceBuffer === undefined ? undefined : new Int32Array(this.#fenceBuffer, 0, 1),
+        this.barrierPolicy,
+      ),
+      locate: (gpa, length) => this.#locate(gpa, length),
+      extent: (gpa) => this.#extent(gpa),
+    };
+  }
+
+  /** A byte view of {@link GuestMemory.buffer}. @internal */
+  get bytes(): Uint8Array {
+    return this.#parts.bytes;
   }
 
   /**
@@ -260,17 +318,31 @@ export class GuestMemory {
    * @throws {@link DMAError} `ERR_DMA_INVALID_ARGUMENT` for anything that is not a handle.
    */
   static fromHandle(handle: GuestMemoryHandle): GuestMemory {
-    const candidate = handle as Partial<GuestMemoryHandle> | null;
+    if (typeof handle !== 'object' || (handle as unknown) === null) {
+      invalidArgument('handle', 'an object made by GuestMemory.handle()', handle);
+    }
+    // Read once: a getter that answers differently the second time cannot matter.
+    const { kind, buffer, fence, barrierPolicy, regions } = handle as unknown as Partial<
+      Record<string, unknown>
+    >;
     if (
-      candidate?.kind !== 'dma-attrs:guest-memory' ||
-      !(candidate.buffer instanceof SharedArrayBuffer) ||
-      !(candidate.fence instanceof SharedArrayBuffer) ||
-      (candidate.barrierPolicy !== 'strict' && candidate.barrierPolicy !== 'tso')
+      kind !== 'dma-attrs:guest-memory' ||
+      sharedByteLength(buffer) < 0 ||
+      // The fence word is the first 4 bytes of its buffer.
+      sharedByteLength(fence) < 4 ||
+      (barrierPolicy !== 'strict' && barrierPolicy !== 'tso')
     ) {
       invalidArgument('handle', 'an object made by GuestMemory.handle()', handle);
     }
-    adopting = candidate as GuestMemoryHandle;
-    return new GuestMemory({ regions: candidate.regions ?? [] });
+    // The regions are copied (and validated) here, before anything is registered: a getter
+    // that throws leaves nothing behind.
+    const own: GuestMemoryOptions = { regions: readRegions(undefined, regions) };
+    adoptions.set(own, {
+      buffer: buffer as SharedArrayBuffer,
+      fence: fence as SharedArrayBuffer,
+      barrierPolicy,
+    });
+    return new GuestMemory(own);
   }
 
   /**
@@ -281,7 +353,7 @@ export class GuestMemory {
    * (cloning would copy the bytes, not share them).
    */
   handle(): GuestMemoryHandle {
-    if (!(this.buffer instanceof SharedArrayBuffer) || this.#fenceBuffer === undefined) {
+    if (!this.shared || this.#fenceBuffer === undefined) {
       throw new DMAError(
         'ERR_DMA_INVALID_ARGUMENT',
         'only shared memory has a handle: this memory was made with shared: false',
@@ -290,7 +362,7 @@ export class GuestMemory {
     return {
       kind: 'dma-attrs:guest-memory',
       regions: this.regions.map((region) => ({ ...region })),
-      buffer: this.buffer,
+      buffer: this.buffer as SharedArrayBuffer,
       fence: this.#fenceBuffer,
       barrierPolicy: this.barrierPolicy,
     };
@@ -305,22 +377,21 @@ export class GuestMemory {
    * @throws {@link DMAError} `ERR_DMA_INVALID_ARGUMENT` for another strength.
    */
   barrier(strength: BarrierStrength): void {
-    this.fence.emit(parseStrength(strength));
+    this.#parts.fence.emit(parseStrength(strength));
   }
 
   /**
    * The backing offset of `length` bytes of RAM at `gpa`, or -1 when the range is not
    * all RAM. Unchecked: callers validate `gpa` and `length` as safe non-negative integers.
-   * @internal
    */
-  locate(gpa: number, length: number): number {
+  #locate(gpa: number, length: number): number {
     if (gpa >= this.#base0 && gpa + length <= this.#end0) {
       return this.#offset0 + (gpa - this.#base0);
     }
     return this.#spanBase.length === 1 ? -1 : this.#locateBeyondFirst(gpa, length);
   }
 
-  /** {@link GuestMemory.locate} past the first span, kept out of line to keep it small. */
+  /** {@link GuestMemory.#locate} past the first span, kept out of line to keep it small. */
   #locateBeyondFirst(gpa: number, length: number): number {
     const bases = this.#spanBase;
     for (let index = 1; index < bases.length; index++) {
@@ -334,10 +405,9 @@ export class GuestMemory {
 
   /**
    * How many bytes of RAM are contiguous from `gpa` (0 when `gpa` is in a hole).
-   * Unchecked, as {@link GuestMemory.locate}.
-   * @internal
+   * Unchecked, as {@link GuestMemory.#locate}.
    */
-  extent(gpa: number): number {
+  #extent(gpa: number): number {
     const bases = this.#spanBase;
     for (let index = 0; index < bases.length; index++) {
       const end = this.#spanEnd[index] as number;
@@ -358,7 +428,7 @@ export class GuestMemory {
     checkAddress(gpa, 'gpa');
     checkLength(length);
     checkRange(gpa, length);
-    return this.locate(gpa, length);
+    return this.#locate(gpa, length);
   }
 
   /**
@@ -371,9 +441,10 @@ export class GuestMemory {
    * {@link DMAError} `ERR_DMA_INVALID_ARGUMENT` for bad arguments. Nothing is copied then.
    */
   read(gpa: number, buf: Uint8Array): void {
-    const offset = this.#cpuOffset(gpa, buf);
-    const length = buf.length;
-    if (length !== 0) buf.set(this.bytes.subarray(offset, offset + length));
+    checkAddress(gpa, 'gpa');
+    const length = bufferLength(buf);
+    const offset = this.#cpuOffset(gpa, length);
+    if (length !== 0) setBytes(buf, new Uint8Array(this.buffer, offset, length));
   }
 
   /**
@@ -386,19 +457,24 @@ export class GuestMemory {
    * {@link DMAError} `ERR_DMA_INVALID_ARGUMENT` for bad arguments. Nothing is copied then.
    */
   write(gpa: number, data: Uint8Array): void {
-    const offset = this.#cpuOffset(gpa, data);
-    this.bytes.set(data, offset);
+    checkAddress(gpa, 'gpa');
+    const length = bufferLength(data);
+    const offset = this.#cpuOffset(gpa, length);
+    if (length !== 0) this.#parts.bytes.set(data, offset);
   }
 
-  #cpuOffset(gpa: number, buf: Uint8Array): number {
-    checkAddress(gpa, 'gpa');
-    checkBuffer(buf);
-    const length = buf.length;
+  #cpuOffset(gpa: number, length: number): number {
     checkRange(gpa, length);
     if (length === 0) return 0;
-    const offset = this.locate(gpa, length);
+    const offset = this.#locate(gpa, length);
     if (offset < 0) throw unassigned(gpa, length, 0);
     return offset;
+  }
+
+  static {
+    isGuestMemory = (value: unknown): value is GuestMemory =>
+      typeof value === 'object' && value !== null && #parts in value;
+    memoryParts = (memory) => memory.#parts;
   }
 }
 

@@ -5,8 +5,8 @@
  * @module
  */
 import type { DMAAttributesLike } from './attributes.js';
-import { DMAContext } from './context.js';
-import { checkAddress, checkLength, checkRange, invalidArgument } from './internal/check.js';
+import { isDMAContext, type DMAContext } from './context.js';
+import { checkAddress, checkLength, checkRange, notInstance } from './internal/check.js';
 
 /**
  * A list of guest ranges that one `gather` or `scatter` transfers as a whole: every range
@@ -33,13 +33,7 @@ export class ScatterGatherList {
    * @throws {@link DMAError} `ERR_DMA_INVALID_ARGUMENT` for something that is not a context.
    */
   constructor(context: DMAContext) {
-    if (
-      typeof context !== 'object' ||
-      (context as unknown) === null ||
-      typeof context.vector !== 'function'
-    ) {
-      invalidArgument('context', 'a DMAContext', context);
-    }
+    if (!isDMAContext(context)) notInstance('context', 'DMAContext', context);
     this.context = context;
   }
 

@@ -393,10 +393,13 @@ describe.skipIf(!built)('migrated fixtures against the built package', () => {
     writeFileSync(
       runner,
       `import { createRequire } from 'node:module';
-import { DMAContext, GuestMemory } from ${JSON.stringify(pathToFileURL(path.join(DIST, 'index.js')).href)};
+import * as esm from ${JSON.stringify(pathToFileURL(path.join(DIST, 'index.js')).href)};
 const require = createRequire(import.meta.url);
+// A CommonJS fixture gets a context of the CommonJS build: the two builds' classes differ.
+const cjs = require(${JSON.stringify(path.join(DIST, 'index.cjs'))});
 const results = [];
 for (const file of JSON.parse(process.argv[2])) {
+  const { DMAContext, GuestMemory } = file.endsWith('.cjs') ? cjs : esm;
   const memory = new GuestMemory({ size: 4096, barrierPolicy: 'strict' });
   memory.write(0, Uint8Array.from({ length: 4096 }, (_, i) => (i * 7 + 3) & 0xff));
   const trace = [];

@@ -1,5 +1,6 @@
 import { DMAError } from '../errors.js';
 import { describe } from './describe.js';
+import { uint8Length } from './intrinsics.js';
 
 /** 2^53: the first integer that a double cannot tell from its neighbour. */
 export const ADDRESS_LIMIT = 2 ** 53;
@@ -43,7 +44,37 @@ export function checkRange(addr: number, length: number): void {
   }
 }
 
-/** Validates a caller's buffer. */
-export function checkBuffer(buf: unknown, what = 'buf'): asserts buf is Uint8Array {
-  if (!(buf instanceof Uint8Array)) invalidArgument(what, 'a Uint8Array', buf);
+/**
+ * Validates a caller's buffer with a brand check (a genuine `Uint8Array`, not an object that
+ * inherits from its prototype or a proxy of one) and returns its real length, read once from
+ * the buffer's internal slot: the length of the access.
+ */
+export function bufferLength(buf: unknown, what = 'buf'): number {
+  const length = uint8Length(buf);
+  if (length < 0) invalidArgument(what, 'a genuine Uint8Array', buf);
+  return length;
+}
+
+/**
+ * Throws `ERR_DMA_INVALID_ARGUMENT` for a value that failed the brand check of one of the
+ * library's classes. An object that names the class but lacks its brand is most often an
+ * instance from the other build (CommonJS or ES module) of the package in the same process,
+ * which is worth saying.
+ */
+export function notInstance(what: string, className: string, received: unknown): never {
+  let name: unknown;
+  try {
+    name = (received as { constructor?: { name?: unknown } } | null)?.constructor?.name;
+  } catch {
+    name = undefined;
+  }
+  const article = /^[AEIO]/.test(className) ? 'an' : 'a';
+  const shown =
+    name === className
+      ? `an object that is not ${article} ${className} of this copy of dma-attrs (an instance from the other build, CommonJS or ES module, or a fake)`
+      : describe(received);
+  throw new DMAError(
+    'ERR_DMA_INVALID_ARGUMENT',
+    `${what} must be ${article} ${className}; received ${shown}`,
+  );
 }

@@ -15,6 +15,8 @@
  *   allocation left, above {@link STAGED_OUT} bytes.
  */
 
+import { bufferOfView, fixedView, setBytes } from './intrinsics.js';
+
 /** Up to this many bytes, copies out of guest memory are staged through the scratch buffer. */
 const STAGED_OUT = 192;
 /** Up to this many bytes, the staged copy ends with a byte loop rather than `set`. */
@@ -96,18 +98,26 @@ function copyOutLong(store: GuestStore, at: number, buf: Uint8Array, length: num
       prefix = SCRATCH.subarray(0, length);
       SCRATCH_PREFIXES[length] = prefix;
     }
-    buf.set(prefix);
+    setBytes(buf, prefix);
   } else {
     // The one allocation left: there is no way to copy a range out of a SharedArrayBuffer
     // without a view of it (Node's Buffer#copy makes one too). A constructed view is
     // cheaper than `subarray`.
-    buf.set(new Uint8Array(store.buffer, store.byteOffset + at, length));
+    setBytes(buf, guestView(store, at, length));
   }
 }
 
-/** Copies all of `data` into guest memory at `offset`. */
-export function copyIn(store: GuestStore, at: number, data: Uint8Array): void {
-  const length = data.length;
+/** A view of `length` bytes of guest memory at backing offset `at`. */
+function guestView(store: GuestStore, at: number, length: number): Uint8Array {
+  return new Uint8Array(store.buffer, store.byteOffset + at, length);
+}
+
+/**
+ * Copies the first `length` bytes of `data` into guest memory at `offset`. `length` is the
+ * real length of `data`, read once by the caller; no code of the caller's runs between that
+ * read and this copy.
+ */
+export function copyIn(store: GuestStore, at: number, data: Uint8Array, length: number): void {
   const offset = at | 0;
   if (length <= STAGED_IN && offset === at) {
     let index = 0;
@@ -121,4 +131,53 @@ export function copyIn(store: GuestStore, at: number, data: Uint8Array): void {
   } else {
     store.bytes.set(data, at);
   }
+}
+
+/**
+ * Copies between a caller's buffer and several pieces of guest memory,
+ * `[offset0, length0, offset1, ...]` in the backing store, in order. A copy in pieces is only
+ * right if no piece's store clobbers what a later piece loads, so when the caller's buffer
+ * may share bytes with guest memory it goes through a temporary: when it is a view of the
+ * same backing buffer, or of any `SharedArrayBuffer`, since two `SharedArrayBuffer` objects
+ * can hold the same bytes (one that went through `postMessage` and came back).
+ */
+export function copyPieces(
+  store: GuestStore,
+  pieces: readonly number[],
+  buf: Uint8Array,
+  toGuest: boolean,
+): void {
+  let total = 0;
+  for (let index = 1; index < pieces.length; index += 2) total += pieces[index] as number;
+  if (total === 0) return;
+  const backing = bufferOfView(buf);
+  const staged =
+    backing === store.buffer ||
+    (typeof SharedArrayBuffer === 'function' && backing instanceof SharedArrayBuffer);
+  if (toGuest) {
+    let source = buf;
+    if (staged) {
+      source = new Uint8Array(total);
+      setBytes(source, fixedView(buf, 0, total));
+    }
+    let position = 0;
+    for (let index = 0; index < pieces.length; index += 2) {
+      const runLength = pieces[index + 1] as number;
+      if (runLength !== 0) {
+        store.bytes.set(fixedView(source, position, runLength), pieces[index]);
+      }
+      position += runLength;
+    }
+    return;
+  }
+  const target = staged ? new Uint8Array(total) : buf;
+  let position = 0;
+  for (let index = 0; index < pieces.length; index += 2) {
+    const runLength = pieces[index + 1] as number;
+    if (runLength !== 0) {
+      setBytes(target, guestView(store, pieces[index] as number, runLength), position);
+    }
+    position += runLength;
+  }
+  if (staged) setBytes(buf, target);
 }

@@ -1,3 +1,5 @@
+import { typedArrayKind } from './intrinsics.js';
+
 /**
  * Renders any value for an error message, so that the message names what was received
  * without ever throwing itself (a hostile `toString` must not replace our error).
@@ -24,10 +26,17 @@ export function describe(value: unknown): string {
 
 function describeObject(value: object): string {
   try {
-    if (Array.isArray(value)) return `an array of length ${value.length}`;
-    if (ArrayBuffer.isView(value)) {
-      return `${article(value.constructor.name)} of ${value.byteLength} bytes`;
+    const kind = typedArrayKind(value);
+    if (kind !== undefined) {
+      return `${article(kind)} of ${(value as Uint8Array).byteLength} bytes`;
     }
+    if (value instanceof DataView) return `a DataView of ${value.byteLength} bytes`;
+    // Inherits from a typed array prototype (or a proxy's trap says so) but has no typed
+    // array inside: the message must not read "expected a Uint8Array; received a Uint8Array".
+    if (value instanceof Object.getPrototypeOf(Uint8Array) && !Array.isArray(value)) {
+      return `an object posing as ${article(String((value as { constructor?: { name?: unknown } }).constructor?.name))} (not a genuine typed array)`;
+    }
+    if (Array.isArray(value)) return `an array of length ${value.length}`;
     const name = (value.constructor as { name?: unknown } | undefined)?.name;
     return typeof name === 'string' && name !== 'Object' ? article(name) : 'an object';
   } catch {

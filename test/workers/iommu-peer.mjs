@@ -15,6 +15,8 @@ let domain;
 let memory;
 /** @type {DMAContext | undefined} */
 let ctx;
+/** @type {SharedArrayBuffer | undefined} */
+let domainBuffer;
 /** Every fault this thread's listener received since the last `faults` request. */
 let faults = [];
 
@@ -22,6 +24,7 @@ let faults = [];
 function run(request) {
   switch (request.op) {
     case 'attach':
+      domainBuffer = request.domain.buffer;
       domain = IommuDomain.fromHandle(request.domain, {
         onFault: (fault) => {
           faults.push({ ...fault });
@@ -48,17 +51,15 @@ function run(request) {
     case 'readU32LE':
       return { value: ctx.readU32LE(request.iova) };
     case 'hang': {
-      // A DMA write that never finishes: the trace callback for its release barrier, which
-      // runs inside the access, says so and blocks until the main thread terminates us.
-      const stuck = new DMAContext(memory, {
-        iommu: domain,
-        trace: (event) => {
-          if (event.op !== 'barrier') return;
-          parentPort.postMessage({ hanging: true });
-          Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 60_000);
-        },
-      });
-      stuck.write(request.iova, Uint8Array.of(1));
+      // What a thread that dies inside an access leaves behind: an in-flight slot. No caller
+      // code runs inside an access any more, so the slot is written here as IommuDomain's
+      // enter writes it (src/iommu.ts: 16 header words, the generation in word 1, then 256
+      // slots holding (generation & 0x3fffffff) + 1); then the thread blocks until the main
+      // thread terminates it.
+      const words = new Int32Array(domainBuffer);
+      Atomics.store(words, 16 + 255, (Atomics.load(words, 1) & 0x3fffffff) + 1);
+      parentPort.postMessage({ hanging: true });
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 60_000);
       return {};
     }
     case 'faults': {

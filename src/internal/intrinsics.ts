@@ -1,0 +1,93 @@
+/**
+ * The `%TypedArray%` builtins, taken once when the module loads, so that what the library
+ * learns about a caller's buffer comes from the buffer's internal slots and never from a
+ * property the caller can override: a subclass's `get length()`, an own `set` or
+ * `subarray`, a `Proxy`, an object made with `Object.create(Uint8Array.prototype)`.
+ *
+ * Each getter throws a `TypeError` for a receiver that is not a typed array, except the
+ * `Symbol.toStringTag` one, which answers `undefined`: it is the brand check, and the
+ * others are only ever called after it.
+ *
+ * @module
+ */
+
+const TYPED_ARRAY_PROTOTYPE = Object.getPrototypeOf(Uint8Array.prototype) as object;
+
+/** A getter of `%TypedArray%.prototype`, called with the value to inspect as `this`. */
+type Getter = (this: unknown) => unknown;
+
+function intrinsicGetter(key: PropertyKey): Getter {
+  // eslint-disable-next-line @typescript-eslint/unbound-method -- always called with `.call(value)`
+  return Object.getOwnPropertyDescriptor(TYPED_ARRAY_PROTOTYPE, key)?.get as Getter;
+}
+
+const tagOf = intrinsicGetter(Symbol.toStringTag) as (this: unknown) => string | undefined;
+const lengthOf = intrinsicGetter('length') as (this: unknown) => number;
+const bufferOf = intrinsicGetter('buffer') as (this: unknown) => ArrayBufferLike;
+const byteOffsetOf = intrinsicGetter('byteOffset') as (this: unknown) => number;
+
+/** `%TypedArray%.prototype.set`, for copies into a caller's buffer. */
+const setInto = (
+  Object.getOwnPropertyDescriptor(TYPED_ARRAY_PROTOTYPE, 'set') as { value: Uint8Array['set'] }
+).value;
+
+/**
+ * The real element count of a genuine `Uint8Array` (a `Buffer` is one), or -1 for anything
+ * else. A detached buffer, or a view a resizable buffer no longer covers, has length 0.
+ * Two builtin calls that V8 keeps to a few nanoseconds: the brand check the hot paths pay.
+ */
+export function uint8Length(value: unknown): number {
+  return tagOf.call(value) === 'Uint8Array' ? lengthOf.call(value) : -1;
+}
+
+/**
+ * The name of a genuine typed array's kind (`'Uint16Array'`), or undefined for anything
+ * else, including objects that only inherit from a typed array prototype.
+ */
+export function typedArrayKind(value: unknown): string | undefined {
+  return tagOf.call(value);
+}
+
+/** The real `ArrayBuffer` or `SharedArrayBuffer` of a genuine typed array. */
+export function bufferOfView(view: Uint8Array): ArrayBufferLike {
+  return bufferOf.call(view);
+}
+
+/** The real byte offset of a genuine typed array in its buffer. */
+export function byteOffsetOfView(view: Uint8Array): number {
+  return byteOffsetOf.call(view);
+}
+
+/**
+ * A fixed-length view of `length` bytes of a genuine `Uint8Array` from element `start`:
+ * `subarray` without the caller's `subarray`, species constructor or length-tracking.
+ * Call only with `start + length` within the view's real length.
+ */
+export function fixedView(view: Uint8Array, start: number, length: number): Uint8Array {
+  return new Uint8Array(bufferOf.call(view), byteOffsetOf.call(view) + start, length);
+}
+
+/** `target.set(source, offset)` with the builtin `set`, whatever `target` overrides. */
+export function setBytes(target: Uint8Array, source: Uint8Array, offset = 0): void {
+  setInto.call(target, source, offset);
+}
+
+const sharedByteLengthOf =
+  typeof SharedArrayBuffer === 'function'
+    ? // eslint-disable-next-line @typescript-eslint/unbound-method -- always called with `.call(value)`
+      (Object.getOwnPropertyDescriptor(SharedArrayBuffer.prototype, 'byteLength')?.get as
+        ((this: unknown) => number) | undefined)
+    : undefined;
+
+/**
+ * The byte length of a genuine `SharedArrayBuffer`, or -1 for anything else (an object
+ * made with `Object.create(SharedArrayBuffer.prototype)`, a proxy, an `ArrayBuffer`).
+ */
+export function sharedByteLength(value: unknown): number {
+  if (sharedByteLengthOf === undefined || typeof value !== 'object' || value === null) return -1;
+  try {
+    return sharedByteLengthOf.call(value);
+  } catch {
+    return -1;
+  }
+}
