@@ -21,6 +21,7 @@ import {
   type BarrierStrength,
   type Fence,
 } from './barrier.js';
+import type { AddressMap } from './address.js';
 import { DMAError, DMAFault } from './errors.js';
 import {
   ADDRESS_LIMIT,
@@ -35,13 +36,7 @@ import { copyIn, copyOut, copyPieces, guestStore, type GuestStore } from './inte
 import { describe } from './internal/describe.js';
 import { uint8Length } from './internal/intrinsics.js';
 import { iommuAccess, isIommuDomain, type IommuDomain } from './iommu.js';
-import {
-  isGuestMemory,
-  memoryParts,
-  unassigned,
-  type GuestMemory,
-  type MemoryParts,
-} from './memory.js';
+import { isGuestMemory, memoryParts, unassigned, type GuestMemory } from './memory.js';
 
 const { READ, WRITE, RELAXED } = DMAAttributes;
 const DIRECTIONS = READ | WRITE;
@@ -229,8 +224,8 @@ export class DMAContext {
   /** The backing store as the copies see it (see internal/copy.ts). */
   readonly #guest: GuestStore;
   readonly #fence: Fence;
-  readonly #locate: MemoryParts['locate'];
-  readonly #extent: MemoryParts['extent'];
+  /** Where guest ranges live in the backing store. */
+  readonly #map: AddressMap;
   readonly #trace: DMATrace | undefined;
   readonly #iommu: IommuDomain | undefined;
   readonly #mappings = new WeakMap<Uint8Array, Mapping>();
@@ -273,8 +268,7 @@ export class DMAContext {
     this.#u64 = new BigUint64Array(buffer, 0, Math.floor(byteLength / 8));
     this.#view = this.#guest.view;
     this.#fence = parts.fence;
-    this.#locate = parts.locate;
-    this.#extent = parts.extent;
+    this.#map = parts.map;
   }
 
   /**
@@ -392,11 +386,12 @@ export class DMAContext {
     checkRange(addr, length);
     if (length === 0) return true;
     const iommu = this.#iommu;
-    if (iommu === undefined) return this.#locate(addr, length) >= 0;
+    if (iommu === undefined) return this.#map.locate(addr, length) >= 0;
     const segments: number[] = [];
     if (iommuAccess.translateRange(iommu, addr, length, bits, segments) !== undefined) return false;
     for (let index = 0; index < segments.length; index += 2) {
-      if (this.#locate(segments[index] as number, segments[index + 1] as number) < 0) return false;
+      if (this.#map.locate(segments[index] as number, segments[index + 1] as number) < 0)
+        return false;
     }
     return true;
   }
@@ -431,14 +426,14 @@ export class DMAContext {
       gpa = translation.gpa;
       mappable = Math.min(length, translation.length);
     }
-    const extent = this.#extent(gpa);
+    const extent = this.#map.extent(gpa);
     if (extent === 0) {
       throw iommu === undefined
         ? unassigned(addr, length, bits)
         : unassignedBehindIommu(addr, length, bits, gpa, 1);
     }
     const mappedLength = Math.min(mappable, extent);
-    const offset = this.#locate(gpa, mappedLength);
+    const offset = this.#map.locate(gpa, mappedLength);
     const view = new Uint8Array(this.#guest.buffer, this.#guest.byteOffset + offset, mappedLength);
     this.#mappings.set(view, { addr, attrs: bits });
     // A map issues its barrier after mapping only: acquire for READ, full for BIDIRECTIONAL.
@@ -616,13 +611,13 @@ export class DMAContext {
     if (length === 0) return undefined;
     const iommu = this.#iommu;
     if (iommu === undefined) {
-      const offset = this.#locate(addr, length);
+      const offset = this.#map.locate(addr, length);
       if (offset < 0) throw unassigned(addr, length, bits);
       out.push(offset, length);
       return undefined;
     }
     const gpa = iommuAccess.lookup(iommu, addr, length, bits & DIRECTIONS);
-    const hit = gpa < 0 ? -1 : this.#locate(gpa, length);
+    const hit = gpa < 0 ? -1 : this.#map.locate(gpa, length);
     if (hit >= 0) {
       out.push(hit, length);
       return undefined;
@@ -633,7 +628,7 @@ export class DMAContext {
     for (let index = first; index < out.length; index += 2) {
       const runGpa = out[index] as number;
       const runLength = out[index + 1] as number;
-      const offset = this.#locate(runGpa, runLength);
+      const offset = this.#map.locate(runGpa, runLength);
       if (offset < 0) throw unassignedBehindIommu(addr, length, bits, runGpa, runLength);
       out[index] = offset;
     }
@@ -695,7 +690,7 @@ export class DMAContext {
    */
   #fastOffset(addr: unknown, length: number): number {
     if (this.#iommu !== undefined || !isAddressRange(addr, length)) return -1;
-    return length === 0 ? 0 : this.#locate(addr, length);
+    return length === 0 ? 0 : this.#map.locate(addr, length);
   }
 
   /**
@@ -715,7 +710,7 @@ export class DMAContext {
   ): boolean {
     const slot = iommuAccess.enter(iommu);
     const gpa = iommuAccess.lookup(iommu, addr, length, bits & DIRECTIONS);
-    const offset = gpa < 0 ? -1 : this.#locate(gpa, length);
+    const offset = gpa < 0 ? -1 : this.#map.locate(gpa, length);
     if (offset < 0) {
       iommuAccess.leave(iommu, slot);
       return false;
@@ -962,8 +957,14 @@ export class DMAContext {
     return value;
   }
 
+  /** {@link DMAContext.#load} for u64, kept apart so that numbers never meet bigints. */
   #load64(addr: number, bits: number, little: boolean): bigint {
-    return this.#fixed(addr, 8, bits, little, 0n, false) as bigint;
+    const offset = this.#fastOffset(addr, 8);
+    if (offset < 0) return this.#fixed(addr, 8, bits, little, 0n, false) as bigint;
+    const strength = strengthCode(bits);
+    const value = this.#word64(offset, little, 0n, false, strength !== NONE);
+    this.#after(strength, 'read', addr, 8, bits);
+    return value;
   }
 
   #store(addr: number, width: 1 | 2 | 4, value: number, bits: number, little: boolean): void {
@@ -985,7 +986,15 @@ export class DMAContext {
     if (typeof value !== 'bigint' || BigInt.asUintN(64, value) !== value) {
       invalidArgument('value', 'a bigint from 0n to 2n ** 64n - 1n', value);
     }
-    this.#fixed(addr, 8, bits, little, value, true);
+    const offset = this.#fastOffset(addr, 8);
+    if (offset < 0) {
+      this.#fixed(addr, 8, bits, little, value, true);
+      return;
+    }
+    const strength = strengthCode(bits);
+    if ((strength & RELEASE) !== 0) this.#fence.emit(strength);
+    this.#word64(offset, little, value, true, strength !== NONE);
+    this.#after(strength, 'write', addr, 8, bits);
   }
 
   /** Emits a barrier and, when tracing, its event. */

@@ -11,6 +11,7 @@ import {
   type BarrierPolicy,
   type BarrierStrength,
 } from './barrier.js';
+import { AddressMap, layOut } from './address.js';
 import { DMAError, DMAFault } from './errors.js';
 import {
   ADDRESS_LIMIT,
@@ -64,16 +65,6 @@ export interface GuestMemoryHandle {
   readonly barrierPolicy: 'strict' | 'tso';
 }
 
-/** Contiguous guest RAM as laid out in the backing buffer. */
-interface Layout {
-  readonly regions: readonly GuestMemoryRegion[];
-  /** Merged runs of adjacent regions: guest base, guest end, backing offset. */
-  readonly spanBase: Float64Array;
-  readonly spanEnd: Float64Array;
-  readonly spanOffset: Float64Array;
-  readonly byteLength: number;
-}
-
 /** The most regions a memory may have: enough for any machine, and a bound on every loop. */
 const MAX_REGIONS = 4096;
 
@@ -121,47 +112,6 @@ function readRegions(size: unknown, regions: unknown): GuestMemoryRegion[] {
   return read;
 }
 
-/**
- * Sorts the regions, rejects overlaps, and merges adjacent regions into spans that are
- * contiguous in the backing buffer too, so that an access crossing from one region into an
- * adjacent one is still a single copy. Each span starts at a backing offset congruent to its
- * guest base modulo 8: natural alignment in the guest is then natural alignment for
- * `Atomics`.
- */
-function layOut(given: GuestMemoryRegion[]): Layout {
-  const regions = [...given].sort((a, b) => a.base - b.base);
-  const bases: number[] = [];
-  const ends: number[] = [];
-  const offsets: number[] = [];
-  let byteLength = 0;
-  for (const [index, region] of regions.entries()) {
-    const previous = regions[index - 1];
-    if (previous !== undefined && region.base < previous.base + previous.size) {
-      throw new DMAError(
-        'ERR_DMA_INVALID_ARGUMENT',
-        `regions overlap: [${previous.base}, ${previous.base + previous.size}) and [${region.base}, ${region.base + region.size})`,
-      );
-    }
-    const last = ends.length - 1;
-    if (last >= 0 && ends[last] === region.base) {
-      ends[last] = region.base + region.size;
-    } else {
-      byteLength += ((region.base % 8) - (byteLength % 8) + 8) % 8;
-      bases.push(region.base);
-      ends.push(region.base + region.size);
-      offsets.push(byteLength);
-    }
-    byteLength += region.size;
-  }
-  return {
-    regions: Object.freeze(regions.map((region) => Object.freeze({ ...region }))),
-    spanBase: Float64Array.from(bases),
-    spanEnd: Float64Array.from(ends),
-    spanOffset: Float64Array.from(offsets),
-    byteLength,
-  };
-}
-
 function allocate(byteLength: number, shared: boolean): ArrayBuffer | SharedArrayBuffer {
   try {
     return shared ? new SharedArrayBuffer(byteLength) : new ArrayBuffer(byteLength);
@@ -194,10 +144,8 @@ export interface MemoryParts {
   readonly bytes: Uint8Array;
   /** The barrier emitter on the memory's fence word. */
   readonly fence: Fence;
-  /** The backing offset of an all-RAM range, or -1. Unchecked, as `GuestMemory#locate`. */
-  readonly locate: (gpa: number, length: number) => number;
-  /** How many bytes of RAM are contiguous from `gpa` (0 in a hole). */
-  readonly extent: (gpa: number) => number;
+  /** Where guest ranges live in the backing store. */
+  readonly map: AddressMap;
 }
 
 /** Whether a value is a genuine {@link GuestMemory} (a private-field brand check). */
@@ -235,12 +183,7 @@ export class GuestMemory {
    */
   readonly buffer: ArrayBuffer | SharedArrayBuffer;
   readonly #parts: MemoryParts;
-  readonly #spanBase: Float64Array;
-  readonly #spanEnd: Float64Array;
-  readonly #spanOffset: Float64Array;
-  readonly #base0: number;
-  readonly #end0: number;
-  readonly #offset0: number;
+  readonly #map: AddressMap;
   readonly #fenceBuffer: SharedArrayBuffer | undefined;
 
   /**
@@ -262,12 +205,7 @@ export class GuestMemory {
     } = options as Record<string, unknown>;
     const layout = layOut(readRegions(size, regions));
     this.regions = layout.regions;
-    this.#spanBase = layout.spanBase;
-    this.#spanEnd = layout.spanEnd;
-    this.#spanOffset = layout.spanOffset;
-    this.#base0 = layout.spanBase[0] ?? 0;
-    this.#end0 = layout.spanEnd[0] ?? 0;
-    this.#offset0 = layout.spanOffset[0] ?? 0;
+    this.#map = layout.map;
     if (handle !== undefined) {
       if (layout.byteLength !== handle.buffer.byteLength) {
         invalidArgument('handle', 'a buffer whose size matches its regions', handle.buffer);
@@ -299,8 +237,7 @@ export class GuestMemory {
         this.#fenceBuffer === undefined ? undefined : new Int32Array(this.#fenceBuffer, 0, 1),
         this.barrierPolicy,
       ),
-      locate: (gpa, length) => this.#locate(gpa, length),
-      extent: (gpa) => this.#extent(gpa),
+      map: this.#map,
     };
   }
 
@@ -381,42 +318,6 @@ export class GuestMemory {
   }
 
   /**
-   * The backing offset of `length` bytes of RAM at `gpa`, or -1 when the range is not
-   * all RAM. Unchecked: callers validate `gpa` and `length` as safe non-negative integers.
-   */
-  #locate(gpa: number, length: number): number {
-    if (gpa >= this.#base0 && gpa + length <= this.#end0) {
-      return this.#offset0 + (gpa - this.#base0);
-    }
-    return this.#spanBase.length === 1 ? -1 : this.#locateBeyondFirst(gpa, length);
-  }
-
-  /** {@link GuestMemory.#locate} past the first span, kept out of line to keep it small. */
-  #locateBeyondFirst(gpa: number, length: number): number {
-    const bases = this.#spanBase;
-    for (let index = 1; index < bases.length; index++) {
-      const base = bases[index] as number;
-      if (gpa >= base && gpa + length <= (this.#spanEnd[index] as number)) {
-        return (this.#spanOffset[index] as number) + (gpa - base);
-      }
-    }
-    return -1;
-  }
-
-  /**
-   * How many bytes of RAM are contiguous from `gpa` (0 when `gpa` is in a hole).
-   * Unchecked, as {@link GuestMemory.#locate}.
-   */
-  #extent(gpa: number): number {
-    const bases = this.#spanBase;
-    for (let index = 0; index < bases.length; index++) {
-      const end = this.#spanEnd[index] as number;
-      if (gpa >= (bases[index] as number) && gpa < end) return end - gpa;
-    }
-    return 0;
-  }
-
-  /**
    * Where `length` bytes at guest address `gpa` live in {@link GuestMemory.buffer}.
    *
    * @param gpa - a guest-physical address.
@@ -428,7 +329,7 @@ export class GuestMemory {
     checkAddress(gpa, 'gpa');
     checkLength(length);
     checkRange(gpa, length);
-    return this.#locate(gpa, length);
+    return this.#map.locate(gpa, length);
   }
 
   /**
@@ -466,7 +367,7 @@ export class GuestMemory {
   #cpuOffset(gpa: number, length: number): number {
     checkRange(gpa, length);
     if (length === 0) return 0;
-    const offset = this.#locate(gpa, length);
+    const offset = this.#map.locate(gpa, length);
     if (offset < 0) throw unassigned(gpa, length, 0);
     return offset;
   }
