@@ -1,0 +1,184 @@
+/**
+ * The IOMMU cannot be bypassed by an exception thrown inside an access, nor by a callback
+ * that unmaps and then accesses: regression tests for the holes of issue 9, in one thread and
+ * across a worker. Before the fix, a buffer subclass whose `set` threw inside an IOTLB hit
+ * left the thread's in-flight slot marked for good, and every later access of that thread
+ * was served from its stale IOTLB after the page was unmapped.
+ */
+import { Worker } from 'node:worker_threads';
+import { afterEach, describe, expect, it } from 'vitest';
+import {
+  DMAAttributes,
+  DMAContext,
+  DMAError,
+  GuestMemory,
+  IommuDomain,
+  type DMATraceEvent,
+} from '../src/index.js';
+
+const { WRITE, BIDIRECTIONAL } = DMAAttributes;
+const PAGE = 4096;
+const IOVA = 0x10000;
+const GPA = 0x20000;
+
+function codeOf(run: () => unknown): string | undefined {
+  try {
+    run();
+  } catch (error) {
+    return error instanceof DMAError ? error.code : `not a DMAError: ${String(error)}`;
+  }
+  return undefined;
+}
+
+/** A Uint8Array whose own methods throw and whose `length` lies: none of it may matter. */
+class Hostile extends Uint8Array {
+  override get length(): number {
+    return 1 << 20;
+  }
+  override set(): void {
+    throw new Error('set was called');
+  }
+  override subarray(): Uint8Array {
+    throw new Error('subarray was called');
+  }
+}
+
+function setup(): { memory: GuestMemory; domain: IommuDomain; ctx: DMAContext } {
+  const memory = new GuestMemory({ size: 0x40000 });
+  const domain = new IommuDomain();
+  domain.map(IOVA, GPA, PAGE, BIDIRECTIONAL);
+  return { memory, domain, ctx: new DMAContext(memory, { iommu: domain }) };
+}
+
+function guestBytes(memory: GuestMemory, gpa: number, length: number): number[] {
+  const bytes = new Uint8Array(length);
+  memory.read(gpa, bytes);
+  return [...bytes];
+}
+
+describe('an exception inside an IOTLB hit', () => {
+  it("a buffer's throwing set and lying length are never used: the access moves its real bytes", () => {
+    const { memory, domain, ctx } = setup();
+    ctx.write(IOVA, Uint8Array.of(9)); // fills the IOTLB
+    for (const length of [4, 64, 300]) {
+      const hostile = new Hostile(length).fill(0x5a);
+      ctx.write(IOVA, hostile);
+      expect(guestBytes(memory, GPA, length + 1)).toEqual([...Array(length).fill(0x5a), 0]);
+      const back = new Hostile(length);
+      ctx.read(IOVA + 1, back);
+      expect([...Uint8Array.from(new Uint8Array(back.buffer))]).toEqual([
+        ...Array(length - 1).fill(0x5a),
+        0,
+      ]);
+      memory.write(GPA, new Uint8Array(length + 1));
+    }
+    expect(domain.unmap(IOVA, PAGE)).toBe(PAGE);
+    expect(codeOf(() => ctx.write(IOVA, new Hostile(4)))).toBe('ERR_DMA_IOMMU_UNMAPPED');
+    expect(guestBytes(memory, GPA, 4)).toEqual([0, 0, 0, 0]);
+  });
+
+  it('a stack overflow at any depth inside an access never lets a later access use the unmapped page', () => {
+    const { memory, domain, ctx } = setup();
+    const data = Uint8Array.of(1, 2, 3, 4);
+    let overflows = 0;
+    // Recurse until the stack runs out inside one of the accesses; the depth at which the
+    // RangeError hits varies with each start offset, so some land between enter and leave.
+    for (let pad = 0; pad < 200; pad++) {
+      const recurse = (depth: number): number => {
+        ctx.write(IOVA + (depth % 64), data);
+        return recurse(depth + 1) + pad;
+      };
+      try {
+        recurse(pad);
+      } catch (error) {
+        if (!(error instanceof RangeError)) throw error;
+        overflows++;
+      }
+    }
+    expect(overflows).toBe(200);
+    domain.unmap(IOVA, PAGE);
+    memory.write(GPA, new Uint8Array(PAGE));
+    for (let attempt = 0; attempt < 64; attempt++) {
+      expect(codeOf(() => ctx.write(IOVA + attempt, data))).toBe('ERR_DMA_IOMMU_UNMAPPED');
+      expect(codeOf(() => ctx.readU32LE(IOVA + 4 * attempt))).toBe('ERR_DMA_IOMMU_UNMAPPED');
+    }
+    expect(guestBytes(memory, GPA, PAGE).every((byte) => byte === 0)).toBe(true);
+  });
+});
+
+describe('a listener that unmaps and then accesses', () => {
+  it('a trace callback that unmaps sees the unmap in its own next access', () => {
+    const memory = new GuestMemory({ size: 0x40000 });
+    const domain = new IommuDomain();
+    domain.map(IOVA, GPA, PAGE, BIDIRECTIONAL);
+    const seen: string[] = [];
+    let armed = true;
+    const ctx = new DMAContext(memory, {
+      iommu: domain,
+      trace: (event: DMATraceEvent) => {
+        if (!armed || event.op !== 'write') return;
+        armed = false;
+        domain.unmap(IOVA, PAGE);
+        seen.push(codeOf(() => ctx.write(IOVA + 8, Uint8Array.of(7))) ?? 'no fault');
+      },
+    });
+    ctx.write(IOVA, Uint8Array.of(1, 2));
+    expect(seen).toEqual(['ERR_DMA_IOMMU_UNMAPPED']);
+    expect(guestBytes(memory, GPA, 10)).toEqual([1, 2, 0, 0, 0, 0, 0, 0, 0, 0]);
+  });
+
+  it('an onFault listener that unmaps the page sees it in its own next access', () => {
+    const memory = new GuestMemory({ size: 0x40000 });
+    const seen: string[] = [];
+    let ctx: DMAContext | undefined;
+    let armed = true;
+    const domain = new IommuDomain({
+      onFault: () => {
+        if (!armed) return;
+        armed = false;
+        domain.unmap(IOVA, PAGE);
+        seen.push(codeOf(() => ctx?.write(IOVA, Uint8Array.of(7))) ?? 'no fault');
+      },
+    });
+    domain.map(IOVA, GPA, PAGE, WRITE);
+    ctx = new DMAContext(memory, { iommu: domain });
+    ctx.write(IOVA, Uint8Array.of(1)); // the IOTLB now holds the page
+    // A read of the write-only page faults; its listener unmaps the page, then writes to it.
+    expect(codeOf(() => ctx.read(IOVA, new Uint8Array(1)))).toBe('ERR_DMA_IOMMU_PERMISSION');
+    expect(seen).toEqual(['ERR_DMA_IOMMU_UNMAPPED']);
+    expect(guestBytes(memory, GPA, 1)).toEqual([1]);
+  });
+});
+
+describe('across threads', () => {
+  const live = new Set<Worker>();
+  afterEach(async () => {
+    await Promise.all([...live].map((worker) => worker.terminate()));
+    live.clear();
+  });
+
+  it("after a worker's accesses overflowed its stack, the main thread's unmap still stops its next access", async () => {
+    const { memory, domain } = setup();
+    const worker = new Worker(new URL('./workers/iommu-overflow.mjs', import.meta.url), {
+      workerData: { memory: memory.handle(), domain: domain.handle(), iova: IOVA },
+    });
+    live.add(worker);
+    const next = (): Promise<{ overflows?: number; codes?: string[] }> =>
+      new Promise((resolve, reject) => {
+        worker.once('message', resolve);
+        worker.once('error', reject);
+      });
+    const first = await next();
+    expect(first.overflows).toBe(100);
+    expect(guestBytes(memory, GPA, 4)).toEqual([1, 2, 3, 4]);
+    const started = performance.now();
+    domain.unmap(IOVA, PAGE);
+    // A slot left marked by an overflow is waited for once, for the stall limit, at most.
+    expect(performance.now() - started).toBeLessThan(2500);
+    memory.write(GPA, new Uint8Array(PAGE));
+    worker.postMessage('again');
+    const second = await next();
+    expect(second.codes).toEqual(Array(64).fill('ERR_DMA_IOMMU_UNMAPPED'));
+    expect(guestBytes(memory, GPA, PAGE).every((byte) => byte === 0)).toBe(true);
+  });
+});
