@@ -63,17 +63,24 @@ describe('an exception inside an IOTLB hit', () => {
     for (const length of [4, 64, 300]) {
       const hostile = new Hostile(length).fill(0x5a);
       ctx.write(IOVA, hostile);
-      expect(guestBytes(memory, GPA, length + 1)).toEqual([...Array(length).fill(0x5a), 0]);
+      expect(guestBytes(memory, GPA, length + 1)).toEqual([
+        ...new Array<number>(length).fill(0x5a),
+        0,
+      ]);
       const back = new Hostile(length);
       ctx.read(IOVA + 1, back);
       expect([...Uint8Array.from(new Uint8Array(back.buffer))]).toEqual([
-        ...Array(length - 1).fill(0x5a),
+        ...new Array<number>(length - 1).fill(0x5a),
         0,
       ]);
       memory.write(GPA, new Uint8Array(length + 1));
     }
     expect(domain.unmap(IOVA, PAGE)).toBe(PAGE);
-    expect(codeOf(() => ctx.write(IOVA, new Hostile(4)))).toBe('ERR_DMA_IOMMU_UNMAPPED');
+    expect(
+      codeOf(() => {
+        ctx.write(IOVA, new Hostile(4));
+      }),
+    ).toBe('ERR_DMA_IOMMU_UNMAPPED');
     expect(guestBytes(memory, GPA, 4)).toEqual([0, 0, 0, 0]);
   });
 
@@ -99,7 +106,11 @@ describe('an exception inside an IOTLB hit', () => {
     domain.unmap(IOVA, PAGE);
     memory.write(GPA, new Uint8Array(PAGE));
     for (let attempt = 0; attempt < 64; attempt++) {
-      expect(codeOf(() => ctx.write(IOVA + attempt, data))).toBe('ERR_DMA_IOMMU_UNMAPPED');
+      expect(
+        codeOf(() => {
+          ctx.write(IOVA + attempt, data);
+        }),
+      ).toBe('ERR_DMA_IOMMU_UNMAPPED');
       expect(codeOf(() => ctx.readU32LE(IOVA + 4 * attempt))).toBe('ERR_DMA_IOMMU_UNMAPPED');
     }
     expect(guestBytes(memory, GPA, PAGE).every((byte) => byte === 0)).toBe(true);
@@ -119,7 +130,11 @@ describe('a listener that unmaps and then accesses', () => {
         if (!armed || event.op !== 'write') return;
         armed = false;
         domain.unmap(IOVA, PAGE);
-        seen.push(codeOf(() => ctx.write(IOVA + 8, Uint8Array.of(7))) ?? 'no fault');
+        seen.push(
+          codeOf(() => {
+            ctx.write(IOVA + 8, Uint8Array.of(7));
+          }) ?? 'no fault',
+        );
       },
     });
     ctx.write(IOVA, Uint8Array.of(1, 2));
@@ -130,21 +145,30 @@ describe('a listener that unmaps and then accesses', () => {
   it('an onFault listener that unmaps the page sees it in its own next access', () => {
     const memory = new GuestMemory({ size: 0x40000 });
     const seen: string[] = [];
-    let ctx: DMAContext | undefined;
+    const holder: { ctx?: DMAContext } = {};
     let armed = true;
     const domain = new IommuDomain({
       onFault: () => {
         if (!armed) return;
         armed = false;
         domain.unmap(IOVA, PAGE);
-        seen.push(codeOf(() => ctx?.write(IOVA, Uint8Array.of(7))) ?? 'no fault');
+        seen.push(
+          codeOf(() => {
+            holder.ctx?.write(IOVA, Uint8Array.of(7));
+          }) ?? 'no fault',
+        );
       },
     });
     domain.map(IOVA, GPA, PAGE, WRITE);
-    ctx = new DMAContext(memory, { iommu: domain });
+    const ctx = new DMAContext(memory, { iommu: domain });
+    holder.ctx = ctx;
     ctx.write(IOVA, Uint8Array.of(1)); // the IOTLB now holds the page
     // A read of the write-only page faults; its listener unmaps the page, then writes to it.
-    expect(codeOf(() => ctx.read(IOVA, new Uint8Array(1)))).toBe('ERR_DMA_IOMMU_PERMISSION');
+    expect(
+      codeOf(() => {
+        ctx.read(IOVA, new Uint8Array(1));
+      }),
+    ).toBe('ERR_DMA_IOMMU_PERMISSION');
     expect(seen).toEqual(['ERR_DMA_IOMMU_UNMAPPED']);
     expect(guestBytes(memory, GPA, 1)).toEqual([1]);
   });
@@ -178,7 +202,7 @@ describe('across threads', () => {
     memory.write(GPA, new Uint8Array(PAGE));
     worker.postMessage('again');
     const second = await next();
-    expect(second.codes).toEqual(Array(64).fill('ERR_DMA_IOMMU_UNMAPPED'));
+    expect(second.codes).toEqual(new Array<string>(64).fill('ERR_DMA_IOMMU_UNMAPPED'));
     expect(guestBytes(memory, GPA, PAGE).every((byte) => byte === 0)).toBe(true);
   });
 });
