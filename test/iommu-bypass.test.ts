@@ -38,7 +38,7 @@ class Hostile extends Uint8Array {
   override set(): void {
     throw new Error('set was called');
   }
-  override subarray(): Uint8Array {
+  override subarray(): Uint8Array<ArrayBuffer> {
     throw new Error('subarray was called');
   }
 }
