@@ -899,3 +899,19 @@ export class IommuDomain {
     Atomics.store(this.#header, LOCK, 0);
   }
 }
+
+/**
+ * `domain[Symbol.dispose]()` is {@link IommuDomain.close}, so that `using domain = ...` ends a
+ * domain object's use where the runtime has explicit resource management (Node.js 20.4 and
+ * later). Defined only where `Symbol.dispose` exists.
+ */
+const disposeSymbol = (Symbol as { dispose?: symbol }).dispose;
+if (typeof disposeSymbol === 'symbol') {
+  Object.defineProperty(IommuDomain.prototype, disposeSymbol, {
+    value: function dispose(this: IommuDomain): void {
+      this.close();
+    },
+    writable: true,
+    configurable: true,
+  });
+}

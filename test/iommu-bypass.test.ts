@@ -206,3 +206,40 @@ describe('across threads', () => {
     expect(guestBytes(memory, GPA, PAGE).every((byte) => byte === 0)).toBe(true);
   });
 });
+
+describe('closing a domain object', () => {
+  it('ends that object only: its contexts and calls are ERR_DMA_INVALID_ARGUMENT, other objects go on', () => {
+    const { memory, domain, ctx } = setup();
+    const other = IommuDomain.fromHandle(domain.handle());
+    const otherCtx = new DMAContext(memory, { iommu: other });
+    ctx.write(IOVA, Uint8Array.of(1)); // an IOTLB hit would serve the next access
+    expect(domain.closed).toBe(false);
+    domain.close();
+    domain.close();
+    expect(domain.closed).toBe(true);
+    expect(
+      codeOf(() => {
+        ctx.write(IOVA, Uint8Array.of(2));
+      }),
+    ).toBe('ERR_DMA_INVALID_ARGUMENT');
+    expect(codeOf(() => ctx.readU32LE(IOVA))).toBe('ERR_DMA_INVALID_ARGUMENT');
+    expect(
+      codeOf(() => {
+        domain.map(0x80000, GPA, PAGE, WRITE);
+      }),
+    ).toBe('ERR_DMA_INVALID_ARGUMENT');
+    expect(codeOf(() => domain.translate(IOVA, WRITE))).toBe('ERR_DMA_INVALID_ARGUMENT');
+    expect(guestBytes(memory, GPA, 1)).toEqual([1]);
+    otherCtx.write(IOVA, Uint8Array.of(3));
+    expect(guestBytes(memory, GPA, 1)).toEqual([3]);
+    expect(other.unmap(IOVA, PAGE)).toBe(PAGE);
+  });
+
+  it('Symbol.dispose closes it, so `using` works', () => {
+    const { domain } = setup();
+    const dispose = (Symbol as { dispose?: symbol }).dispose;
+    expect(typeof dispose).toBe('symbol');
+    (domain as unknown as Record<symbol, () => void>)[dispose as symbol]?.();
+    expect(domain.closed).toBe(true);
+  });
+});
