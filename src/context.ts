@@ -74,8 +74,12 @@ export interface DMAContextOptions {
    */
   iommu?: IommuDomain;
   /**
-   * Called once per access and per barrier, synchronously, in program order. Without it the
-   * hot path pays one branch.
+   * Called once per access and per barrier, synchronously, in program order. An access's
+   * events (the barrier before it, the access, the barrier after it) are delivered once its
+   * bytes have moved and, with an IOMMU, once it has left its in-flight slot: a listener never
+   * runs in the middle of an access, so whatever it does (an `unmap`, another access, a
+   * detach of the caller's buffer) meets no access half done. A failed access traces nothing.
+   * Without it the hot path pays one branch.
    */
   trace?: DMATrace;
 }
