@@ -85,6 +85,8 @@ const GENERATION = 1;
 const COUNT = 2;
 /** A counter that spreads the domain objects' preferred slots. */
 const NEXT_HINT = 3;
+/** A counter that gives each domain object its own non-zero id for the table lock. */
+const NEXT_OWNER = 4;
 const HEADER_WORDS = 16;
 /**
  * Accesses that can be in flight at once, across all threads. A slot is held only for the
@@ -282,6 +284,8 @@ export class IommuDomain {
   #hint: number;
   /** Set by {@link IommuDomain.close}. */
   #closed = false;
+  /** What this object writes into the table lock while it holds it: never 0 (free). */
+  readonly #owner: number;
   /** The generation the IOTLB entries were filled under. */
   #tlbGeneration = 0;
   readonly #tlbStart = new Float64Array(TLB_SIZE).fill(-1);
@@ -336,6 +340,9 @@ export class IommuDomain {
       this.maxMappings,
     );
     this.#hint = Atomics.add(this.#header, NEXT_HINT, 1) & (SLOTS - 1);
+    // 2^31 objects later the ids repeat, which only matters if two of them wait on one dead
+    // holder at once; 0 is skipped, since it means "free".
+    this.#owner = (Atomics.add(this.#header, NEXT_OWNER, 1) & 0x7fffffff) + 1;
   }
 
   /**
@@ -880,17 +887,29 @@ export class IommuDomain {
     }
   }
 
+  /**
+   * Takes the table lock. Critical sections are a few hundred instructions: spin rather than
+   * wait, since a browser's main thread may not block. The lock word names its holder, so a
+   * holder that kept it past the stall limit (a thread that died holding it) is taken over
+   * with a compare-exchange on that very holder: of the threads waiting on it, exactly one
+   * wins, and the others wait for the winner afresh. (A plain store here let every waiter
+   * take over at once and edit the table together.)
+   */
   #lock(): void {
     const header = this.#header;
-    // Critical sections are a few hundred instructions: spin rather than wait, since a
-    // browser's main thread may not block. A lock held past the stall limit belongs to a
-    // thread that died holding it, and is taken over.
-    if (Atomics.compareExchange(header, LOCK, 0, 1) === 0) return;
-    const stall = new Stall();
-    while (Atomics.compareExchange(header, LOCK, 0, 1) !== 0) {
-      if (stall.expired()) {
-        Atomics.store(header, LOCK, 1);
-        return;
+    const owner = this.#owner;
+    let holder = Atomics.compareExchange(header, LOCK, 0, owner);
+    if (holder === 0) return;
+    let stall = new Stall();
+    for (;;) {
+      const seen = Atomics.compareExchange(header, LOCK, 0, owner);
+      if (seen === 0) return;
+      if (seen !== holder) {
+        holder = seen;
+        stall = new Stall();
+      } else if (stall.expired()) {
+        if (Atomics.compareExchange(header, LOCK, holder, owner) === holder) return;
+        stall = new Stall();
       }
     }
   }

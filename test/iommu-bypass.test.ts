@@ -207,6 +207,54 @@ describe('across threads', () => {
   });
 });
 
+describe('a table lock held by a dead thread', () => {
+  const live = new Set<Worker>();
+  afterEach(async () => {
+    await Promise.all([...live].map((worker) => worker.terminate()));
+    live.clear();
+  });
+
+  it('is taken over by one waiter at a time: every unmap of 8 racing threads takes effect', async () => {
+    const WAITERS = 8;
+    for (let round = 0; round < 2; round++) {
+      const domain = new IommuDomain();
+      const iovas = Array.from({ length: WAITERS }, (_, index) => 0x100000 + index * 2 * PAGE);
+      iovas.forEach((iova, index) => {
+        domain.map(iova, 0x10000 + index * PAGE, PAGE, BIDIRECTIONAL);
+      });
+      // What a thread that died inside map or unmap leaves: the lock word names a holder
+      // that will never release it (src/iommu.ts: word 0 of the header).
+      Atomics.store(new Int32Array(domain.handle().buffer, 0, 1), 0, 0x7fff_0000);
+      const go = new Int32Array(new SharedArrayBuffer(4));
+      const workers = iovas.map((iova) => {
+        const worker = new Worker(new URL('./workers/iommu-lock-waiter.mjs', import.meta.url), {
+          workerData: { domain: domain.handle(), go: go.buffer, iova, size: PAGE },
+        });
+        live.add(worker);
+        return worker;
+      });
+      const reply = (worker: Worker): Promise<{ removed?: number; error?: string }> =>
+        new Promise((resolve, reject) => {
+          worker.once('message', resolve);
+          worker.once('error', reject);
+        });
+      await Promise.all(workers.map(reply));
+      const replies = workers.map(reply);
+      Atomics.store(go, 0, 1);
+      Atomics.notify(go, 0);
+      // Each waiter waits out the dead holder's stall limit at most once; then they take turns.
+      expect(await Promise.all(replies)).toEqual(iovas.map(() => ({ removed: PAGE })));
+      expect(domain.mappingCount).toBe(0);
+      for (const iova of iovas) {
+        expect(codeOf(() => domain.translate(iova, DMAAttributes.READ))).toBe(
+          'ERR_DMA_IOMMU_UNMAPPED',
+        );
+      }
+      await Promise.all(workers.map((worker) => worker.terminate()));
+    }
+  });
+});
+
 describe('closing a domain object', () => {
   it('ends that object only: its contexts and calls are ERR_DMA_INVALID_ARGUMENT, other objects go on', () => {
     const { memory, domain, ctx } = setup();
