@@ -407,7 +407,7 @@ export class IommuDomain {
 
   /** How many separate mappings the table holds now. */
   get mappingCount(): number {
-    return Atomics.load(this.#header, COUNT);
+    return this.#count(Atomics.load(this.#header, COUNT));
   }
 
   /**
@@ -444,7 +444,7 @@ export class IommuDomain {
     }
     this.#lock();
     try {
-      const count = this.#header[COUNT] as number;
+      const count = this.#count(this.#header[COUNT] as number);
       const at = this.#firstEndingAfter(iova, count);
       if (at < count && (this.#ranges[at * 3] as number) < iova + size) {
         throw new DMAError(
@@ -493,7 +493,7 @@ export class IommuDomain {
     let generation: number;
     this.#lock();
     try {
-      let count = this.#header[COUNT] as number;
+      let count = this.#count(this.#header[COUNT] as number);
       const ranges = this.#ranges;
       let at = this.#firstEndingAfter(iova, count);
       // A mapping that straddles both ends splits in two: check there is room first, so that
@@ -597,7 +597,7 @@ export class IommuDomain {
     let perm = 0;
     this.#lock();
     try {
-      const count = this.#header[COUNT] as number;
+      const count = this.#count(this.#header[COUNT] as number);
       found = this.#find(iova, count);
       if (found >= 0) {
         perm = this.#perms[found] as number;
@@ -723,7 +723,7 @@ export class IommuDomain {
     const first = out.length;
     this.#lock();
     try {
-      const count = this.#header[COUNT] as number;
+      const count = this.#count(this.#header[COUNT] as number);
       let cursor = iova;
       const end = iova + length;
       while (cursor < end) {
@@ -781,6 +781,14 @@ export class IommuDomain {
       }
     }
     return fault;
+  }
+
+  /**
+   * The table's mapping count, within `[0, maxMappings]`. Only the library writes the table,
+   * but a forged handle can bring any bytes: clamping the count bounds every walk of it.
+   */
+  #count(stored: number): number {
+    return stored > 0 ? Math.min(stored, this.maxMappings) : 0;
   }
 
   #checkOpen(): void {
