@@ -218,8 +218,7 @@ export let isDMAContext: (value: unknown) => value is DMAContext;
  * ```
  */
 export class DMAContext {
-  /** The guest memory this context accesses. */
-  readonly memory: GuestMemory;
+  readonly #memory: GuestMemory;
   readonly #bytes: Uint8Array;
   readonly #u16: Uint16Array;
   readonly #u32: Uint32Array;
@@ -240,6 +239,11 @@ export class DMAContext {
    */
   readonly #pieces: number[] = [];
 
+  /** The guest memory this context accesses. */
+  get memory(): GuestMemory {
+    return this.#memory;
+  }
+
   /**
    * @param memory - the guest memory to access.
    * @param options - see {@link DMAContextOptions}.
@@ -258,7 +262,7 @@ export class DMAContext {
     if (trace !== undefined && typeof trace !== 'function')
       invalidArgument('trace', 'a function', trace);
     this.#iommu = iommu;
-    this.memory = memory;
+    this.#memory = memory;
     this.#trace = trace as DMATrace | undefined;
     // The memory's own parts, never its public properties, which a caller could redefine.
     const parts = memoryParts(memory);
@@ -442,9 +446,12 @@ export class DMAContext {
     this.#mappings.set(view, { addr, attrs: bits });
     // A map issues its barrier after mapping only: acquire for READ, full for BIDIRECTIONAL.
     const strength = mapStrength(bits);
+    if (strength !== NONE) this.#fence.emit(strength);
     const trace = this.#trace;
-    if (trace !== undefined) this.#traceEvent(trace, 'map', addr, mappedLength, bits, strength);
-    if (strength !== NONE) this.#barrierEvent(strength, addr, mappedLength, bits);
+    if (trace !== undefined) {
+      this.#traceEvent(trace, 'map', addr, mappedLength, bits, strength);
+      if (strength !== NONE) this.#traceBarrier(trace, strength, addr, mappedLength, bits);
+    }
     return view;
   }
 
@@ -803,12 +810,10 @@ export class DMAContext {
       this.#leave(slot);
     }
     if (fault !== undefined) throw this.#report(fault);
-    const first = ranges[0] ?? 0;
+    if ((strength & ACQUIRE) !== 0) this.#fence.emit(strength);
     const trace = this.#trace;
-    if (trace === undefined) {
-      if ((strength & ACQUIRE) !== 0) this.#fence.emit(strength);
-      return;
-    }
+    if (trace === undefined) return;
+    const first = ranges[0] ?? 0;
     const listed = ranges.slice(0, count);
     // One barrier for the whole list: before its first access event, or after its last.
     if ((strength & RELEASE) !== 0) this.#traceBarrier(trace, strength, first, total, bits);
@@ -823,7 +828,7 @@ export class DMAContext {
         strength,
       );
     }
-    if ((strength & ACQUIRE) !== 0) this.#barrierEvent(strength, first, total, bits);
+    if ((strength & ACQUIRE) !== 0) this.#traceBarrier(trace, strength, first, total, bits);
   }
 
   /**
@@ -1035,9 +1040,12 @@ export class DMAContext {
     length: number,
     attrs: number,
   ): void {
+    // The barrier after the access is issued before any event is delivered: a listener that
+    // throws must not cost the access its ordering.
+    if ((strength & ACQUIRE) !== 0) this.#fence.emit(strength);
     if ((strength & RELEASE) !== 0) this.#traceBarrier(trace, strength, addr, length, attrs);
     this.#traceEvent(trace, op, addr, length, attrs, strength);
-    if ((strength & ACQUIRE) !== 0) this.#barrierEvent(strength, addr, length, attrs);
+    if ((strength & ACQUIRE) !== 0) this.#traceBarrier(trace, strength, addr, length, attrs);
   }
 
   #traceBarrier(

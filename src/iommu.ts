@@ -267,10 +267,8 @@ export let iommuAccess: IommuAccess;
  * ```
  */
 export class IommuDomain {
-  /** The page size in bytes. */
-  readonly pageSize: number;
-  /** The capacity of the shared table. */
-  readonly maxMappings: number;
+  readonly #pageSize: number;
+  readonly #maxMappings: number;
   /** `1 / pageSize`, exact since the page size is a power of two. */
   readonly #pageInverse: number;
   readonly #buffer: ArrayBufferLike;
@@ -293,6 +291,16 @@ export class IommuDomain {
   readonly #tlbDelta = new Float64Array(TLB_SIZE);
   readonly #tlbPerm = new Int32Array(TLB_SIZE);
 
+  /** The page size in bytes. */
+  get pageSize(): number {
+    return this.#pageSize;
+  }
+
+  /** The capacity of the shared table. */
+  get maxMappings(): number {
+    return this.#maxMappings;
+  }
+
   /**
    * @param options - see {@link IommuDomainOptions}.
    * @throws {@link DMAError} `ERR_DMA_INVALID_ARGUMENT` for a bad page size, capacity or listener.
@@ -308,8 +316,8 @@ export class IommuDomain {
       invalidArgument('onFault', 'a function', onFault);
     this.#onFault = onFault as IommuFaultListener | undefined;
     if (adopted !== undefined) {
-      this.pageSize = adopted.pageSize;
-      this.maxMappings = adopted.maxMappings;
+      this.#pageSize = adopted.pageSize;
+      this.#maxMappings = adopted.maxMappings;
       this.#buffer = adopted.buffer;
     } else {
       // Only undefined means "the default": a null from JavaScript is a wrong type.
@@ -323,21 +331,21 @@ export class IommuDomain {
       if (!isMaxMappings(maxMappings)) {
         invalidArgument('maxMappings', 'an integer from 1 to 2^24', maxMappings);
       }
-      this.pageSize = pageSize;
-      this.maxMappings = maxMappings;
+      this.#pageSize = pageSize;
+      this.#maxMappings = maxMappings;
       this.#buffer = allocateShared(bufferSize(maxMappings));
     }
-    this.#pageInverse = 1 / this.pageSize;
+    this.#pageInverse = 1 / this.#pageSize;
     const headerBytes = HEADER_WORDS * 4;
     const slotBytes = SLOTS * 4;
-    const rangeBytes = this.maxMappings * 24;
+    const rangeBytes = this.#maxMappings * 24;
     this.#header = new Int32Array(this.#buffer, 0, HEADER_WORDS);
     this.#slots = new Int32Array(this.#buffer, headerBytes, SLOTS);
-    this.#ranges = new Float64Array(this.#buffer, headerBytes + slotBytes, this.maxMappings * 3);
+    this.#ranges = new Float64Array(this.#buffer, headerBytes + slotBytes, this.#maxMappings * 3);
     this.#perms = new Int32Array(
       this.#buffer,
       headerBytes + slotBytes + rangeBytes,
-      this.maxMappings,
+      this.#maxMappings,
     );
     this.#hint = Atomics.add(this.#header, NEXT_HINT, 1) & (SLOTS - 1);
     // 2^31 objects later the ids repeat, which only matters if two of them wait on one dead
@@ -399,8 +407,8 @@ export class IommuDomain {
     }
     return {
       kind: 'dma-attrs:iommu-domain',
-      pageSize: this.pageSize,
-      maxMappings: this.maxMappings,
+      pageSize: this.#pageSize,
+      maxMappings: this.#maxMappings,
       buffer: this.#buffer,
     };
   }
@@ -452,10 +460,10 @@ export class IommuDomain {
           `IOVA range [0x${iova.toString(16)}, 0x${(iova + size).toString(16)}) overlaps the mapping at 0x${(this.#ranges[at * 3] as number).toString(16)}`,
         );
       }
-      if (count >= this.maxMappings) {
+      if (count >= this.#maxMappings) {
         throw new DMAError(
           'ERR_DMA_INVALID_ARGUMENT',
-          `the IOMMU table is full: it holds maxMappings = ${this.maxMappings} mappings`,
+          `the IOMMU table is full: it holds maxMappings = ${this.#maxMappings} mappings`,
         );
       }
       this.#ranges.copyWithin((at + 1) * 3, at * 3, count * 3);
@@ -502,11 +510,11 @@ export class IommuDomain {
         at < count &&
         (ranges[at * 3] as number) < iova &&
         (ranges[at * 3 + 1] as number) > end &&
-        count >= this.maxMappings
+        count >= this.#maxMappings
       ) {
         throw new DMAError(
           'ERR_DMA_INVALID_ARGUMENT',
-          `unmapping the middle of a mapping needs one more entry, but the table is full (maxMappings = ${this.maxMappings})`,
+          `unmapping the middle of a mapping needs one more entry, but the table is full (maxMappings = ${this.#maxMappings})`,
         );
       }
       while (at < count && (ranges[at * 3] as number) < end) {
@@ -788,7 +796,7 @@ export class IommuDomain {
    * but a forged handle can bring any bytes: clamping the count bounds every walk of it.
    */
   #count(stored: number): number {
-    return stored > 0 ? Math.min(stored, this.maxMappings) : 0;
+    return stored > 0 ? Math.min(stored, this.#maxMappings) : 0;
   }
 
   #checkOpen(): void {
@@ -827,10 +835,10 @@ export class IommuDomain {
   }
 
   #checkAligned(value: number, what: string): void {
-    if (!isSafeIndex(value) || value % this.pageSize !== 0) {
+    if (!isSafeIndex(value) || value % this.#pageSize !== 0) {
       invalidArgument(
         what,
-        `a non-negative safe integer multiple of the page size ${this.pageSize}`,
+        `a non-negative safe integer multiple of the page size ${this.#pageSize}`,
         value,
       );
     }

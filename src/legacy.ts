@@ -10,7 +10,14 @@
 import { DMAAttributes } from './attributes.js';
 import { isDMAContext, type DMAContext } from './context.js';
 import { DMAError } from './errors.js';
-import { bufferLength, checkLength, invalidArgument, notInstance } from './internal/check.js';
+import {
+  bufferLength,
+  checkAddress,
+  checkLength,
+  checkRange,
+  invalidArgument,
+  notInstance,
+} from './internal/check.js';
 import { describe } from './internal/describe.js';
 import { fixedView } from './internal/intrinsics.js';
 
@@ -58,16 +65,19 @@ function context(dma: unknown): DMAContext {
 }
 
 /**
- * The first `len` bytes of `buf`. Arguments are validated before the barrier, so that a
+ * The first `len` bytes of `buf`, with the address checked. Arguments are validated before the barrier, so that a
  * programmer error issues none; a guest fault (a hole, an IOMMU refusal) comes after it,
  * as in 2012, where `smp_mb()` preceded the access that failed.
  */
-function prefix(buf: Uint8Array, len: number): Uint8Array {
+function prefix(addr: unknown, buf: Uint8Array, len: number): Uint8Array {
+  checkAddress(addr);
   const length = bufferLength(buf);
   checkLength(len, 'len');
   if (len > length) invalidArgument('len', `at most buf.length (${length})`, len);
-  // A fixed view made from the buffer's own slots, not the caller's `subarray`.
-  return len === length ? buf : fixedView(buf, 0, len);
+  checkRange(addr, len);
+  // Always a fixed view made from the buffer's own slots, never the caller's `subarray`: the
+  // context then reads the length of this view, not the caller's `length` a second time.
+  return fixedView(buf, 0, len);
 }
 
 /**
@@ -90,7 +100,7 @@ export function dmaMemoryRw(
 ): void {
   const ctx = context(dma);
   const attrs = directionToAttributes(dir);
-  const bytes = prefix(buf, len);
+  const bytes = prefix(addr, buf, len);
   ctx.barrier('full');
   ctx.rw(addr, bytes, attrs | RELAXED);
 }
@@ -114,7 +124,7 @@ export function dmaMemoryRwRelaxed(
 ): void {
   const ctx = context(dma);
   const attrs = directionToAttributes(dir);
-  ctx.rw(addr, prefix(buf, len), attrs | RELAXED);
+  ctx.rw(addr, prefix(addr, buf, len), attrs | RELAXED);
 }
 
 /**
@@ -128,7 +138,7 @@ export function dmaMemoryRwRelaxed(
  */
 export function dmaMemoryRead(dma: DMAContext, addr: number, buf: Uint8Array, len: number): void {
   const ctx = context(dma);
-  const bytes = prefix(buf, len);
+  const bytes = prefix(addr, buf, len);
   ctx.barrier('full');
   ctx.read(addr, bytes, RELAXED);
 }
@@ -144,7 +154,7 @@ export function dmaMemoryRead(dma: DMAContext, addr: number, buf: Uint8Array, le
  */
 export function dmaMemoryWrite(dma: DMAContext, addr: number, buf: Uint8Array, len: number): void {
   const ctx = context(dma);
-  const bytes = prefix(buf, len);
+  const bytes = prefix(addr, buf, len);
   ctx.barrier('full');
   ctx.write(addr, bytes, RELAXED);
 }
@@ -164,7 +174,7 @@ export function dmaMemoryReadRelaxed(
   buf: Uint8Array,
   len: number,
 ): void {
-  context(dma).read(addr, prefix(buf, len), RELAXED);
+  context(dma).read(addr, prefix(addr, buf, len), RELAXED);
 }
 
 /**
@@ -182,7 +192,7 @@ export function dmaMemoryWriteRelaxed(
   buf: Uint8Array,
   len: number,
 ): void {
-  context(dma).write(addr, prefix(buf, len), RELAXED);
+  context(dma).write(addr, prefix(addr, buf, len), RELAXED);
 }
 
 /**
@@ -196,9 +206,11 @@ export function dmaMemoryWriteRelaxed(
  */
 export function dmaMemorySet(dma: DMAContext, addr: number, c: number, len: number): void {
   const ctx = context(dma);
+  checkAddress(addr);
   if (typeof c !== 'number' || (c & 0xff) !== c)
     invalidArgument('c', 'an integer from 0 to 255', c);
   checkLength(len, 'len');
+  checkRange(addr, len);
   ctx.barrier('full');
   ctx.set(addr, c, len, RELAXED);
 }

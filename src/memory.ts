@@ -171,20 +171,36 @@ export let memoryParts: (memory: GuestMemory) => MemoryParts;
  * ```
  */
 export class GuestMemory {
+  readonly #regions: readonly GuestMemoryRegion[];
+  readonly #shared: boolean;
+  readonly #barrierPolicy: 'strict' | 'tso';
+  readonly #buffer: ArrayBuffer | SharedArrayBuffer;
+  readonly #parts: MemoryParts;
+  readonly #map: AddressMap;
+  readonly #fenceBuffer: SharedArrayBuffer | undefined;
+
   /** The RAM regions, sorted by base. */
-  readonly regions: readonly GuestMemoryRegion[];
+  get regions(): readonly GuestMemoryRegion[] {
+    return this.#regions;
+  }
+
   /** Whether the memory is a `SharedArrayBuffer` that other threads may use. */
-  readonly shared: boolean;
+  get shared(): boolean {
+    return this.#shared;
+  }
+
   /** The resolved barrier policy. */
-  readonly barrierPolicy: 'strict' | 'tso';
+  get barrierPolicy(): 'strict' | 'tso' {
+    return this.#barrierPolicy;
+  }
+
   /**
    * The backing store of all regions; see {@link GuestMemory.offsetOf} for where a guest
    * address lives in it. Emulators use it to make their own views (a framebuffer, say).
    */
-  readonly buffer: ArrayBuffer | SharedArrayBuffer;
-  readonly #parts: MemoryParts;
-  readonly #map: AddressMap;
-  readonly #fenceBuffer: SharedArrayBuffer | undefined;
+  get buffer(): ArrayBuffer | SharedArrayBuffer {
+    return this.#buffer;
+  }
 
   /**
    * @param options - `size` for one region at address 0, or `regions`; see {@link GuestMemoryOptions}.
@@ -204,15 +220,15 @@ export class GuestMemory {
       barrierPolicy,
     } = options as Record<string, unknown>;
     const layout = layOut(readRegions(size, regions));
-    this.regions = layout.regions;
+    this.#regions = layout.regions;
     this.#map = layout.map;
     if (handle !== undefined) {
       if (layout.byteLength !== handle.buffer.byteLength) {
         invalidArgument('handle', 'a buffer whose size matches its regions', handle.buffer);
       }
-      this.shared = true;
-      this.barrierPolicy = handle.barrierPolicy;
-      this.buffer = handle.buffer;
+      this.#shared = true;
+      this.#barrierPolicy = handle.barrierPolicy;
+      this.#buffer = handle.buffer;
       this.#fenceBuffer = handle.fence;
     } else {
       const canShare = typeof SharedArrayBuffer === 'function';
@@ -225,17 +241,17 @@ export class GuestMemory {
           'shared memory was asked for but SharedArrayBuffer is not available here',
         );
       }
-      this.shared = shared;
-      this.barrierPolicy = resolveBarrierPolicy(barrierPolicy);
-      this.buffer = allocate(layout.byteLength, shared);
+      this.#shared = shared;
+      this.#barrierPolicy = resolveBarrierPolicy(barrierPolicy);
+      this.#buffer = allocate(layout.byteLength, shared);
       // A cache line of its own, so that fencing never contends with guest data.
       this.#fenceBuffer = shared ? new SharedArrayBuffer(64) : undefined;
     }
     this.#parts = {
-      bytes: new Uint8Array(this.buffer),
+      bytes: new Uint8Array(this.#buffer),
       fence: new Fence(
         this.#fenceBuffer === undefined ? undefined : new Int32Array(this.#fenceBuffer, 0, 1),
-        this.barrierPolicy,
+        this.#barrierPolicy,
       ),
       map: this.#map,
     };
@@ -290,7 +306,7 @@ export class GuestMemory {
    * (cloning would copy the bytes, not share them).
    */
   handle(): GuestMemoryHandle {
-    if (!this.shared || this.#fenceBuffer === undefined) {
+    if (!this.#shared || this.#fenceBuffer === undefined) {
       throw new DMAError(
         'ERR_DMA_INVALID_ARGUMENT',
         'only shared memory has a handle: this memory was made with shared: false',
@@ -298,10 +314,10 @@ export class GuestMemory {
     }
     return {
       kind: 'dma-attrs:guest-memory',
-      regions: this.regions.map((region) => ({ ...region })),
-      buffer: this.buffer as SharedArrayBuffer,
+      regions: this.#regions.map((region) => ({ ...region })),
+      buffer: this.#buffer as SharedArrayBuffer,
       fence: this.#fenceBuffer,
-      barrierPolicy: this.barrierPolicy,
+      barrierPolicy: this.#barrierPolicy,
     };
   }
 
@@ -345,7 +361,7 @@ export class GuestMemory {
     checkAddress(gpa, 'gpa');
     const length = bufferLength(buf);
     const offset = this.#cpuOffset(gpa, length);
-    if (length !== 0) setBytes(buf, new Uint8Array(this.buffer, offset, length));
+    if (length !== 0) setBytes(buf, new Uint8Array(this.#buffer, offset, length));
   }
 
   /**

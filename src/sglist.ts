@@ -22,11 +22,15 @@ import { checkAddress, checkLength, checkRange, notInstance } from './internal/c
  * ```
  */
 export class ScatterGatherList {
-  /** The context the transfers go through. */
-  readonly context: DMAContext;
+  readonly #context: DMAContext;
   /** `[addr0, length0, addr1, length1, ...]`. */
   readonly #ranges: number[] = [];
   #length = 0;
+
+  /** The context the transfers go through. */
+  get context(): DMAContext {
+    return this.#context;
+  }
 
   /**
    * @param context - the DMA context (and so the memory and IOMMU) of the transfers.
@@ -34,7 +38,7 @@ export class ScatterGatherList {
    */
   constructor(context: DMAContext) {
     if (!isDMAContext(context)) notInstance('context', 'DMAContext', context);
-    this.context = context;
+    this.#context = context;
   }
 
   /** The total byte length of the list. */
@@ -78,7 +82,7 @@ export class ScatterGatherList {
    * @throws {@link DMAError} / {@link DMAFault} as `DMAContext.read`; nothing moves then.
    */
   gather(buf: Uint8Array, attrs?: DMAAttributesLike): void {
-    this.context.vector(this.#ranges, this.#length, buf, attrs, false);
+    this.#context.vector(this.#ranges, this.#length, buf, attrs, false);
   }
 
   /**
@@ -89,6 +93,6 @@ export class ScatterGatherList {
    * @throws {@link DMAError} / {@link DMAFault} as `DMAContext.write`; nothing moves then.
    */
   scatter(data: Uint8Array, attrs?: DMAAttributesLike): void {
-    this.context.vector(this.#ranges, this.#length, data, attrs, true);
+    this.#context.vector(this.#ranges, this.#length, data, attrs, true);
   }
 }

@@ -1,4 +1,4 @@
-import { typedArrayKind } from './intrinsics.js';
+import { byteLengthOfView, typedArrayKind } from './intrinsics.js';
 
 /**
  * Renders any value for an error message, so that the message names what was received
@@ -28,7 +28,7 @@ function describeObject(value: object): string {
   try {
     const kind = typedArrayKind(value);
     if (kind !== undefined) {
-      return `${article(kind)} of ${(value as Uint8Array).byteLength} bytes`;
+      return `${article(kind)} of ${byteLengthOfView(value as Uint8Array)} bytes`;
     }
     if (value instanceof DataView) return `a DataView of ${value.byteLength} bytes`;
     // Inherits from a typed array prototype (or a proxy's trap says so) but has no typed

@@ -25,6 +25,7 @@ const tagOf = intrinsicGetter(Symbol.toStringTag) as (this: unknown) => string |
 const lengthOf = intrinsicGetter('length') as (this: unknown) => number;
 const bufferOf = intrinsicGetter('buffer') as (this: unknown) => ArrayBufferLike;
 const byteOffsetOf = intrinsicGetter('byteOffset') as (this: unknown) => number;
+const byteLengthOf = intrinsicGetter('byteLength') as (this: unknown) => number;
 
 /** `%TypedArray%.prototype.set`, for copies into a caller's buffer. */
 const setInto = (
@@ -95,6 +96,11 @@ export function bufferOfView(view: Uint8Array): ArrayBufferLike {
   return bufferOf.call(view);
 }
 
+/** The real byte length of a genuine typed array. */
+export function byteLengthOfView(view: Uint8Array): number {
+  return byteLengthOf.call(view);
+}
+
 /** The real byte offset of a genuine typed array in its buffer. */
 export function byteOffsetOfView(view: Uint8Array): number {
   return byteOffsetOf.call(view);
@@ -106,6 +112,8 @@ export function byteOffsetOfView(view: Uint8Array): number {
  * Call only with `start + length` within the view's real length.
  */
 export function fixedView(view: Uint8Array, start: number, length: number): Uint8Array {
+  // A detached buffer cannot be viewed at all, not even for zero bytes.
+  if (length === 0) return new Uint8Array(0);
   return new Uint8Array(bufferOf.call(view), byteOffsetOf.call(view) + start, length);
 }
 
