@@ -200,6 +200,17 @@ const WIDTH_LIMIT = [0, 0xff, 0xffff, 0, 0xffffffff] as const;
 
 /** Whether a value is a genuine {@link DMAContext} (a private-field brand check). */
 export let isDMAContext: (value: unknown) => value is DMAContext;
+/**
+ * `ctx.rw` for a caller that has already validated the buffer and its length and the
+ * attribute bits (the legacy helpers), so that the buffer's `length` is not read twice.
+ */
+export let transferKnownLength: (
+  ctx: DMAContext,
+  addr: number,
+  buf: Uint8Array,
+  length: number,
+  bits: number,
+) => void;
 
 /**
  * A device's DMA window on a {@link GuestMemory}. Every accessor takes attributes and
@@ -1072,5 +1083,8 @@ export class DMAContext {
   static {
     isDMAContext = (value: unknown): value is DMAContext =>
       typeof value === 'object' && value !== null && #pieces in value;
+    transferKnownLength = (ctx, addr, buf, length, bits) => {
+      ctx.#transferChecked(addr, buf, length, bits);
+    };
   }
 }

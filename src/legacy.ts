@@ -8,7 +8,7 @@
  */
 /* eslint-disable @typescript-eslint/no-deprecated -- this module is the deprecated API itself */
 import { DMAAttributes } from './attributes.js';
-import { isDMAContext, type DMAContext } from './context.js';
+import { isDMAContext, transferKnownLength, type DMAContext } from './context.js';
 import { DMAError } from './errors.js';
 import {
   bufferLength,
@@ -75,9 +75,20 @@ function prefix(addr: unknown, buf: Uint8Array, len: number): Uint8Array {
   checkLength(len, 'len');
   if (len > length) invalidArgument('len', `at most buf.length (${length})`, len);
   checkRange(addr, len);
-  // Always a fixed view made from the buffer's own slots, never the caller's `subarray`: the
-  // context then reads the length of this view, not the caller's `length` a second time.
-  return fixedView(buf, 0, len);
+  // A fixed view made from the buffer's own slots, never the caller's `subarray`. The whole
+  // buffer is passed as it is, with its length already read: see {@link transfer}.
+  return len === length ? buf : fixedView(buf, 0, len);
+}
+
+/** The access of a helper, on a buffer and length {@link prefix} validated (read once). */
+function transfer(
+  ctx: DMAContext,
+  addr: number,
+  bytes: Uint8Array,
+  len: number,
+  bits: number,
+): void {
+  transferKnownLength(ctx, addr, bytes, len, bits);
 }
 
 /**
@@ -102,7 +113,7 @@ export function dmaMemoryRw(
   const attrs = directionToAttributes(dir);
   const bytes = prefix(addr, buf, len);
   ctx.barrier('full');
-  ctx.rw(addr, bytes, attrs | RELAXED);
+  transfer(ctx, addr, bytes, len, attrs | RELAXED);
 }
 
 /**
@@ -124,7 +135,7 @@ export function dmaMemoryRwRelaxed(
 ): void {
   const ctx = context(dma);
   const attrs = directionToAttributes(dir);
-  ctx.rw(addr, prefix(addr, buf, len), attrs | RELAXED);
+  transfer(ctx, addr, prefix(addr, buf, len), len, attrs | RELAXED);
 }
 
 /**
@@ -140,7 +151,7 @@ export function dmaMemoryRead(dma: DMAContext, addr: number, buf: Uint8Array, le
   const ctx = context(dma);
   const bytes = prefix(addr, buf, len);
   ctx.barrier('full');
-  ctx.read(addr, bytes, RELAXED);
+  transfer(ctx, addr, bytes, len, READ | RELAXED);
 }
 
 /**
@@ -156,7 +167,7 @@ export function dmaMemoryWrite(dma: DMAContext, addr: number, buf: Uint8Array, l
   const ctx = context(dma);
   const bytes = prefix(addr, buf, len);
   ctx.barrier('full');
-  ctx.write(addr, bytes, RELAXED);
+  transfer(ctx, addr, bytes, len, WRITE | RELAXED);
 }
 
 /**
@@ -174,7 +185,8 @@ export function dmaMemoryReadRelaxed(
   buf: Uint8Array,
   len: number,
 ): void {
-  context(dma).read(addr, prefix(addr, buf, len), RELAXED);
+  const ctx = context(dma);
+  transfer(ctx, addr, prefix(addr, buf, len), len, READ | RELAXED);
 }
 
 /**
@@ -192,7 +204,8 @@ export function dmaMemoryWriteRelaxed(
   buf: Uint8Array,
   len: number,
 ): void {
-  context(dma).write(addr, prefix(addr, buf, len), RELAXED);
+  const ctx = context(dma);
+  transfer(ctx, addr, prefix(addr, buf, len), len, WRITE | RELAXED);
 }
 
 /**
