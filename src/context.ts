@@ -674,7 +674,11 @@ export class DMAContext {
    * the precise error or walks the IOMMU.
    */
   #readFast(addr: number, buf: Uint8Array, bits: number): void {
-    const length = uint8Length(buf);
+    this.#readLength(addr, buf, uint8Length(buf), bits);
+  }
+
+  /** {@link DMAContext.#readFast} with the buffer's real length read (-1: not a buffer). */
+  #readLength(addr: number, buf: Uint8Array, length: number, bits: number): void {
     if (length >= 0) {
       const offset = this.#fastOffset(addr, length);
       if (offset >= 0) {
@@ -692,7 +696,11 @@ export class DMAContext {
    * V8 inlines one copy routine into the caller rather than both.
    */
   #writeFast(addr: number, data: Uint8Array, bits: number): void {
-    const length = uint8Length(data);
+    this.#writeLength(addr, data, uint8Length(data), bits);
+  }
+
+  /** {@link DMAContext.#writeFast} with the buffer's real length read (-1: not a buffer). */
+  #writeLength(addr: number, data: Uint8Array, length: number, bits: number): void {
     if (length >= 0) {
       const offset = this.#fastOffset(addr, length);
       if (offset >= 0) {
@@ -1084,7 +1092,8 @@ export class DMAContext {
     isDMAContext = (value: unknown): value is DMAContext =>
       typeof value === 'object' && value !== null && #pieces in value;
     transferKnownLength = (ctx, addr, buf, length, bits) => {
-      ctx.#transferChecked(addr, buf, length, bits);
+      if ((bits & READ) !== 0) ctx.#readLength(addr, buf, length, bits);
+      else ctx.#writeLength(addr, buf, length, bits);
     };
   }
 }
