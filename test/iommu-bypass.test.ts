@@ -6,7 +6,7 @@
  * was served from its stale IOTLB after the page was unmapped.
  */
 import { Worker } from 'node:worker_threads';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   DMAAttributes,
   DMAContext,
@@ -15,6 +15,7 @@ import {
   IommuDomain,
   type DMATraceEvent,
 } from '../src/index.js';
+import { startWorker, stopWorkersAfterEach } from './support/workers.js';
 
 const { WRITE, BIDIRECTIONAL } = DMAAttributes;
 const PAGE = 4096;
@@ -175,18 +176,15 @@ describe('a listener that unmaps and then accesses', () => {
 });
 
 describe('across threads', () => {
-  const live = new Set<Worker>();
-  afterEach(async () => {
-    await Promise.all([...live].map((worker) => worker.terminate()));
-    live.clear();
-  });
+  stopWorkersAfterEach();
 
   it("after a worker's accesses overflowed its stack, the main thread's unmap still stops its next access", async () => {
     const { memory, domain } = setup();
-    const worker = new Worker(new URL('./workers/iommu-overflow.mjs', import.meta.url), {
-      workerData: { memory: memory.handle(), domain: domain.handle(), iova: IOVA },
+    const worker = startWorker('iommu-overflow.mjs', {
+      memory: memory.handle(),
+      domain: domain.handle(),
+      iova: IOVA,
     });
-    live.add(worker);
     const next = (): Promise<{ overflows?: number; codes?: string[] }> =>
       new Promise((resolve, reject) => {
         worker.once('message', resolve);
@@ -208,11 +206,7 @@ describe('across threads', () => {
 });
 
 describe('a table lock held by a dead thread', () => {
-  const live = new Set<Worker>();
-  afterEach(async () => {
-    await Promise.all([...live].map((worker) => worker.terminate()));
-    live.clear();
-  });
+  stopWorkersAfterEach();
 
   it('is taken over by one waiter at a time: every unmap of 8 racing threads takes effect', async () => {
     const WAITERS = 8;
@@ -227,11 +221,12 @@ describe('a table lock held by a dead thread', () => {
       Atomics.store(new Int32Array(domain.handle().buffer, 0, 1), 0, 0x7fff_0000);
       const go = new Int32Array(new SharedArrayBuffer(4));
       const workers = iovas.map((iova) => {
-        const worker = new Worker(new URL('./workers/iommu-lock-waiter.mjs', import.meta.url), {
-          workerData: { domain: domain.handle(), go: go.buffer, iova, size: PAGE },
+        return startWorker('iommu-lock-waiter.mjs', {
+          domain: domain.handle(),
+          go: go.buffer,
+          iova,
+          size: PAGE,
         });
-        live.add(worker);
-        return worker;
       });
       const reply = (worker: Worker): Promise<{ removed?: number; error?: string }> =>
         new Promise((resolve, reject) => {

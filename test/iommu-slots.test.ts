@@ -12,7 +12,8 @@
  */
 import { existsSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
-import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { bounded, startWorker, stopWorkersAfterEach } from './support/workers.js';
 import { DMAAttributes, DMAContext, DMAError, GuestMemory, IommuDomain } from '../src/index.js';
 
 const { READ, BIDIRECTIONAL } = DMAAttributes;
@@ -26,34 +27,10 @@ beforeAll(() => {
   }
 });
 
-const live = new Set<Worker>();
+stopWorkersAfterEach();
 
-function startWorker(workerData: Record<string, unknown>): Worker {
-  const worker = new Worker(new URL('./workers/iommu-slot-cycle.mjs', import.meta.url), {
-    workerData,
-  });
-  live.add(worker);
-  worker.once('exit', () => live.delete(worker));
-  return worker;
-}
-
-// A failed or timed-out test leaves its workers running: stop them before the next test.
-afterEach(async () => {
-  await Promise.all([...live].map((worker) => worker.terminate()));
-  live.clear();
-});
-
-/** Rejects with `what` after `ms`, unless `promise` settles first. */
-function bounded<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<never>((_resolve, reject) => {
-    timer = setTimeout(() => {
-      reject(new Error(`timed out after ${ms} ms waiting for ${what}`));
-    }, ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => {
-    clearTimeout(timer);
-  });
+function startCycleWorker(workerData: Record<string, unknown>): Worker {
+  return startWorker('iommu-slot-cycle.mjs', workerData);
 }
 
 /** The worker's next message; rejects if it fails or exits first, or after WAIT_MS. */
@@ -200,7 +177,7 @@ async function freshWorkerWorks(
   seed: number,
 ): Promise<void> {
   const mappingsBefore = domain.mappingCount;
-  const worker = startWorker({
+  const worker = startCycleWorker({
     mode: 'fresh',
     seed,
     iova,
@@ -246,7 +223,7 @@ describe('in-flight slots are not leaked by threads that end', () => {
     const runLane = async (index: number): Promise<void> => {
       while (next < CYCLES) {
         const seed = next++;
-        const worker = startWorker({
+        const worker = startCycleWorker({
           mode: 'cycle',
           seed,
           iova: lane(index).iova,
@@ -303,7 +280,7 @@ describe('in-flight slots are not leaked by threads that end', () => {
     const control = new SharedArrayBuffer(WORKERS * 4);
     const counts = new Int32Array(control);
     const workers = Array.from({ length: WORKERS }, (_, worker) =>
-      startWorker({
+      startCycleWorker({
         mode: 'loop',
         worker,
         seed: worker * 31,
@@ -356,7 +333,7 @@ describe('in-flight slots are not leaked by threads that end', () => {
 
     // A new worker still works, and so does this thread.
     mapLane(domain, 0);
-    const worker = startWorker({
+    const worker = startCycleWorker({
       mode: 'cycle',
       seed: 77,
       iova: lane(0).iova,

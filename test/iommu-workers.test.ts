@@ -6,8 +6,7 @@
  */
 import { existsSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
-import { Worker } from 'node:worker_threads';
-import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import {
   DMAAttributes,
   DMAContext,
@@ -27,6 +26,7 @@ import {
   controlBytes,
   workerWord,
 } from './workers/iommu-control.mjs';
+import { bounded, startWorker, stopWorkersAfterEach } from './support/workers.js';
 
 const { READ, WRITE, BIDIRECTIONAL } = DMAAttributes;
 const PAGE = 4096;
@@ -43,33 +43,7 @@ beforeAll(() => {
   }
 });
 
-const live = new Set<Worker>();
-
-function startWorker(file: string, workerData?: Record<string, unknown>): Worker {
-  const worker = new Worker(new URL(`./workers/${file}`, import.meta.url), { workerData });
-  live.add(worker);
-  worker.once('exit', () => live.delete(worker));
-  return worker;
-}
-
-// A failed or timed-out test leaves its workers spinning: stop them before the next test.
-afterEach(async () => {
-  await Promise.all([...live].map((worker) => worker.terminate()));
-  live.clear();
-});
-
-/** Rejects with `what` after `ms`, unless `promise` settles first. */
-function bounded<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<never>((_resolve, reject) => {
-    timer = setTimeout(() => {
-      reject(new Error(`timed out after ${ms} ms waiting for ${what}`));
-    }, ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => {
-    clearTimeout(timer);
-  });
-}
+stopWorkersAfterEach();
 
 // ---------------------------------------------------------------------------------------
 // Sharing: one request per message to a device thread holding the same domain.

@@ -419,69 +419,35 @@ describe("a caller's buffer may overlap guest memory: every copy behaves as if t
   });
 
   describe('(c) ScatterGatherList: several ranges, a piece or more each', () => {
-    it('gather without an IOMMU: ranges in different regions, out of order', () => {
-      const { ctx, harness, piece } = flatSetup();
-      sweep(harness, (length) => {
-        const ranges = flatList(length);
-        const sg = new ScatterGatherList(ctx);
-        for (const [gpa, size] of ranges) sg.add(gpa, size);
-        return {
-          pieces: ranges.map(([gpa, size]) => piece(gpa, size)),
-          direction: 'read',
-          run: (buf) => {
-            sg.gather(buf);
-          },
-        };
-      });
-    });
-
-    it('scatter without an IOMMU: ranges in different regions, out of order', () => {
-      const { ctx, harness, piece } = flatSetup();
-      sweep(harness, (length) => {
-        const ranges = flatList(length);
-        const sg = new ScatterGatherList(ctx);
-        for (const [gpa, size] of ranges) sg.add(gpa, size);
-        return {
-          pieces: ranges.map(([gpa, size]) => piece(gpa, size)),
-          direction: 'write',
-          run: (buf) => {
-            sg.scatter(buf);
-          },
-        };
-      });
-    });
-
-    it('gather behind the IOMMU: ranges split across non-contiguous pages, in both regions, IOVAs out of order', () => {
-      const { ctx, harness, pieces } = iommuSetup();
-      sweep(harness, (length) => {
-        const ranges = iommuList(length);
-        const sg = new ScatterGatherList(ctx);
-        for (const [iova, size] of ranges) sg.add(iova, size);
-        return {
-          pieces: ranges.flatMap(([iova, size]) => pieces(iova, size)),
-          direction: 'read',
-          run: (buf) => {
-            sg.gather(buf);
-          },
-        };
-      });
-    });
-
-    it('scatter behind the IOMMU: ranges split across non-contiguous pages, in both regions, IOVAs out of order', () => {
-      const { ctx, harness, pieces } = iommuSetup();
-      sweep(harness, (length) => {
-        const ranges = iommuList(length);
-        const sg = new ScatterGatherList(ctx);
-        for (const [iova, size] of ranges) sg.add(iova, size);
-        return {
-          pieces: ranges.flatMap(([iova, size]) => pieces(iova, size)),
-          direction: 'write',
-          run: (buf) => {
-            sg.scatter(buf);
-          },
-        };
-      });
-    });
+    const lists = [
+      ['without an IOMMU: ranges in different regions, out of order', false],
+      [
+        'behind the IOMMU: ranges split across non-contiguous pages, in both regions, IOVAs out of order',
+        true,
+      ],
+    ] as const;
+    for (const [where, behindIommu] of lists) {
+      for (const direction of ['read', 'write'] as const) {
+        it(`${direction === 'read' ? 'gather' : 'scatter'} ${where}`, () => {
+          const setup = behindIommu ? iommuSetup() : flatSetup();
+          sweep(setup.harness, (length) => {
+            const ranges = behindIommu ? iommuList(length) : flatList(length);
+            const sg = new ScatterGatherList(setup.ctx);
+            for (const [addr, size] of ranges) sg.add(addr, size);
+            return {
+              pieces: ranges.flatMap(([addr, size]) =>
+                'pieces' in setup ? setup.pieces(addr, size) : [setup.piece(addr, size)],
+              ),
+              direction,
+              run: (buf) => {
+                if (direction === 'read') sg.gather(buf);
+                else sg.scatter(buf);
+              },
+            };
+          });
+        });
+      }
+    }
   });
 
   describe('a buffer on a DIFFERENT SharedArrayBuffer object holding the same bytes', () => {
