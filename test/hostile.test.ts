@@ -448,6 +448,37 @@ function refusedAccess(perm: number, need: number): 'read' | 'write' {
   return (need & READ) !== 0 && (perm & READ) === 0 ? 'read' : 'write';
 }
 
+/** The model's refusal of an access whose first untranslated page is `entry`, if any. */
+function refusalOf(
+  entry: Entry | undefined,
+  need: number,
+  addr: number,
+  length: number,
+  bits: number,
+): { refusal: Refusal } | undefined {
+  if (entry === undefined) {
+    return {
+      refusal: { code: 'ERR_DMA_IOMMU_UNMAPPED', addr, length, attrs: bits, reason: 'unmapped' },
+    };
+  }
+  if ((entry.perm & need) === need) return undefined;
+  return {
+    refusal: {
+      code: 'ERR_DMA_IOMMU_PERMISSION',
+      addr,
+      length,
+      attrs: bits,
+      reason: 'permission',
+      access: refusedAccess(entry.perm, need),
+    },
+  };
+}
+
+/** For a branch the types cannot rule out: `refusalOf` refuses a missing entry. */
+function unreachable(): never {
+  throw new Error('unreachable: refusalOf refuses a missing entry');
+}
+
 /**
  * The backing offset of every byte of an access, or the refusal: with an IOMMU, every page
  * is checked for a mapping and permission first, in order, and only then every byte for RAM.
@@ -474,23 +505,8 @@ function resolve(
   const end = addr + length;
   for (let cursor = addr; cursor < end;) {
     const entry = lookup(env.table, cursor);
-    if (entry === undefined) {
-      return {
-        refusal: { code: 'ERR_DMA_IOMMU_UNMAPPED', addr, length, attrs: bits, reason: 'unmapped' },
-      };
-    }
-    if ((entry.perm & need) !== need) {
-      return {
-        refusal: {
-          code: 'ERR_DMA_IOMMU_PERMISSION',
-          addr,
-          length,
-          attrs: bits,
-          reason: 'permission',
-          access: refusedAccess(entry.perm, need),
-        },
-      };
-    }
+    const refused = refusalOf(entry, need, addr, length, bits);
+    if (refused !== undefined || entry === undefined) return refused ?? unreachable();
     cursor = Math.min(entry.end, end);
   }
   for (let index = 0; index < length; index++) {
@@ -1849,23 +1865,8 @@ function mapModel(
   if (viaIommu) {
     const need = bits & (READ | WRITE);
     const entry = lookup(env.table, addr);
-    if (entry === undefined) {
-      return {
-        refusal: { code: 'ERR_DMA_IOMMU_UNMAPPED', addr, length, attrs: bits, reason: 'unmapped' },
-      };
-    }
-    if ((entry.perm & need) !== need) {
-      return {
-        refusal: {
-          code: 'ERR_DMA_IOMMU_PERMISSION',
-          addr,
-          length,
-          attrs: bits,
-          reason: 'permission',
-          access: refusedAccess(entry.perm, need),
-        },
-      };
-    }
+    const refused = refusalOf(entry, need, addr, length, bits);
+    if (refused !== undefined || entry === undefined) return refused ?? unreachable();
     gpa = entry.gpa + (addr - entry.iova);
     mappable = Math.min(length, contiguousFrom(env.table, addr, need));
   }
