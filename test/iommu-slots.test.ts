@@ -322,7 +322,9 @@ describe('in-flight slots are not leaked by threads that end', () => {
       secondUnmapMs: Math.round(second),
     });
 
-    expect(first).toBeLessThan(2500);
+    // Per slot it would be a second for each of up to 16; all together it is one, plus one for
+    // a lock left held, plus scheduling slack on a loaded 2-CPU machine.
+    expect(first).toBeLessThan(left.lock !== 0 ? 3500 : 2500);
     if (left.inFlight > 0) {
       // It did wait for them (the stall limit), and then gave every one of them up.
       expect(first).toBeGreaterThanOrEqual(900);
