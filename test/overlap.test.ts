@@ -355,33 +355,22 @@ describe("a caller's buffer may overlap guest memory: every copy behaves as if t
       }
     });
 
-    it('ctx.read', () => {
-      const { ctx, harness, pieces } = iommuSetup();
-      sweep(harness, (length) => {
-        const iova = splitIova(length);
-        return {
-          pieces: pieces(iova, length),
-          direction: 'read',
-          run: (buf) => {
-            ctx.read(iova, buf);
-          },
-        };
+    for (const direction of ['read', 'write'] as const) {
+      it(`ctx.${direction}`, () => {
+        const { ctx, harness, pieces } = iommuSetup();
+        sweep(harness, (length) => {
+          const iova = splitIova(length);
+          return {
+            pieces: pieces(iova, length),
+            direction,
+            run: (buf) => {
+              if (direction === 'read') ctx.read(iova, buf);
+              else ctx.write(iova, buf);
+            },
+          };
+        });
       });
-    });
-
-    it('ctx.write', () => {
-      const { ctx, harness, pieces } = iommuSetup();
-      sweep(harness, (length) => {
-        const iova = splitIova(length);
-        return {
-          pieces: pieces(iova, length),
-          direction: 'write',
-          run: (buf) => {
-            ctx.write(iova, buf);
-          },
-        };
-      });
-    });
+    }
 
     it('ctx.rw READ and WRITE', () => {
       const { ctx, harness, pieces } = iommuSetup();

@@ -101,11 +101,6 @@ export function byteLengthOfView(view: Uint8Array): number {
   return byteLengthOf.call(view);
 }
 
-/** The real byte offset of a genuine typed array in its buffer. */
-export function byteOffsetOfView(view: Uint8Array): number {
-  return byteOffsetOf.call(view);
-}
-
 /**
  * A fixed-length view of `length` bytes of a genuine `Uint8Array` from element `start`:
  * `subarray` without the caller's `subarray`, species constructor or length-tracking.
