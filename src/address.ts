@@ -1,34 +1,55 @@
 /**
- * Which bytes a guest range means: the one place where a guest-physical range becomes an
- * offset in the backing store (QEMU's FlatView, vm-memory's region lookup). Regions are laid
- * out in the backing buffer once, adjacent regions merged into spans, so that an access that
- * crosses from one region into an adjacent one is still a single piece.
+ * Which bytes a guest range means: the one place where a guest-physical range becomes
+ * pieces of the backing store (QEMU's FlatView, vm-memory's region lookup). Every access
+ * goes through here: the DMA context's accessors, scatter-gather, `memory.read`/`write`.
+ *
+ * Regions are merged into spans, runs of regions that are adjacent in guest space and
+ * contiguous in the backing, so that an access crossing from one region into such a
+ * neighbour is still a single piece. A guest-adjacent region elsewhere in the backing is a
+ * span of its own, and an access crossing into it is two pieces.
+ *
+ * The views of the backing are rebuilt when its buffer changes under them: an unshared
+ * `WebAssembly.Memory` that grew (its old `ArrayBuffer` is detached), a resizable
+ * `ArrayBuffer` that shrank or grew again. The views have a fixed length, so a change only
+ * makes them shorter (a detached or out-of-bounds view has length 0); the fast path's range
+ * check includes the view's length, and a range beyond it takes the slow path, which
+ * rebuilds the views once and looks again.
  *
  * @module
  */
 import { DMAError } from './errors.js';
-import type { GuestMemoryRegion } from './memory.js';
+import { arrayBufferByteLength, sharedByteLength } from './internal/intrinsics.js';
 
-/** Contiguous guest RAM as laid out in the backing buffer. */
-interface Layout {
-  readonly regions: readonly GuestMemoryRegion[];
-  readonly map: AddressMap;
-  readonly byteLength: number;
+/** One RAM region as laid out: `size` bytes at guest address `base`, at `offset` in the backing. */
+export interface PlacedRegion {
+  readonly base: number;
+  readonly size: number;
+  readonly offset: number;
+}
+
+/** Where the backing's bytes are now: a fixed buffer, or a `WebAssembly.Memory`'s current one. */
+export type CurrentBuffer = () => ArrayBuffer | SharedArrayBuffer;
+
+const EMPTY = new ArrayBuffer(0);
+
+/** The byte length of a buffer now (0 when detached), without calling anything of a caller's. */
+function currentLength(buffer: ArrayBufferLike): number {
+  const shared = sharedByteLength(buffer);
+  return shared >= 0 ? shared : arrayBufferByteLength(buffer);
 }
 
 /**
- * Sorts the regions, rejects overlaps, and merges adjacent regions into spans that are
- * contiguous in the backing buffer too, so that an access crossing from one region into an
- * adjacent one is still a single copy. Each span starts at a backing offset congruent to its
- * guest base modulo 8: natural alignment in the guest is then natural alignment for
- * `Atomics`.
+ * Sorts the regions, rejects overlaps in guest space, and merges runs that are adjacent in
+ * guest space and contiguous in the backing into spans.
  */
-export function layOut(given: GuestMemoryRegion[]): Layout {
-  const regions = [...given].sort((a, b) => a.base - b.base);
+function spansOf(regions: readonly PlacedRegion[]): {
+  bases: number[];
+  ends: number[];
+  offsets: number[];
+} {
   const bases: number[] = [];
   const ends: number[] = [];
   const offsets: number[] = [];
-  let byteLength = 0;
   for (const [index, region] of regions.entries()) {
     const previous = regions[index - 1];
     if (previous !== undefined && region.base < previous.base + previous.size) {
@@ -38,78 +59,199 @@ export function layOut(given: GuestMemoryRegion[]): Layout {
       );
     }
     const last = ends.length - 1;
-    if (last >= 0 && ends[last] === region.base) {
+    const end = ends[last];
+    if (
+      end === region.base &&
+      (offsets[last] as number) + (end - (bases[last] as number)) === region.offset
+    ) {
       ends[last] = region.base + region.size;
     } else {
-      byteLength += ((region.base % 8) - (byteLength % 8) + 8) % 8;
       bases.push(region.base);
       ends.push(region.base + region.size);
-      offsets.push(byteLength);
+      offsets.push(region.offset);
     }
-    byteLength += region.size;
   }
-  return {
-    regions: Object.freeze(regions.map((region) => Object.freeze({ ...region }))),
-    map: new AddressMap(bases, ends, offsets),
-    byteLength,
-  };
+  return { bases, ends, offsets };
 }
 
 /**
- * The spans of a memory: merged runs of adjacent regions, each with its guest base, guest end
- * and backing offset. The first span is kept in fields of its own: it is the whole memory for
- * the common single-region machine, and the fast path of every access.
+ * Places regions in a buffer the library allocates: in guest order, each span at an offset
+ * congruent to its guest base modulo 8, so that natural alignment in the guest is natural
+ * alignment for `Atomics`.
+ *
+ * @returns the placed regions, sorted by base, and the buffer length they need.
  */
-export class AddressMap {
+export function place(regions: readonly { base: number; size: number }[]): {
+  regions: PlacedRegion[];
+  byteLength: number;
+} {
+  const sorted = [...regions].sort((a, b) => a.base - b.base);
+  const placed: PlacedRegion[] = [];
+  let byteLength = 0;
+  for (const [index, region] of sorted.entries()) {
+    const previous = sorted[index - 1];
+    if (previous === undefined || previous.base + previous.size !== region.base) {
+      byteLength += ((region.base % 8) - (byteLength % 8) + 8) % 8;
+    }
+    placed.push({ base: region.base, size: region.size, offset: byteLength });
+    byteLength += region.size;
+  }
+  return { regions: placed, byteLength };
+}
+
+/**
+ * A guest memory's address space: its spans, and the views of the backing the accessors
+ * read and write. The views are public fields because the accessors and the copy routines
+ * (internal/copy.ts) use them on every access; nothing outside the library ever sees this
+ * object.
+ */
+export class FlatView {
+  /** Bytes of the backing from offset 0 to the end of the last span (or less, after a shrink). */
+  bytes: Uint8Array;
+  /** The same bytes for word loads and stores. */
+  view: DataView;
+  /** The same bytes as u16, u32 and u64 words, for `Atomics`. */
+  u16: Uint16Array;
+  u32: Uint32Array;
+  u64: BigUint64Array;
+  /** `bytes.buffer`, kept because the getter is a slow builtin call. */
+  buffer: ArrayBufferLike;
+  /** `bytes.byteOffset`: always 0, as the spans' offsets are offsets in the buffer. */
+  readonly byteOffset = 0;
+
   readonly #spanBase: Float64Array;
   readonly #spanEnd: Float64Array;
   readonly #spanOffset: Float64Array;
   readonly #base0: number;
   readonly #end0: number;
   readonly #offset0: number;
+  readonly #single: boolean;
+  /** Where the last span ends in the backing: how far the views ever need to reach. */
+  readonly #limit: number;
+  readonly #current: CurrentBuffer;
 
-  constructor(bases: readonly number[], ends: readonly number[], offsets: readonly number[]) {
+  /**
+   * @param regions - the placed regions, sorted by base, each already checked to lie
+   * inside the backing's current length.
+   * @param current - the backing's buffer as it is now.
+   */
+  constructor(regions: readonly PlacedRegion[], current: CurrentBuffer) {
+    const { bases, ends, offsets } = spansOf(regions);
     this.#spanBase = Float64Array.from(bases);
     this.#spanEnd = Float64Array.from(ends);
     this.#spanOffset = Float64Array.from(offsets);
     this.#base0 = bases[0] ?? 0;
     this.#end0 = ends[0] ?? 0;
     this.#offset0 = offsets[0] ?? 0;
+    this.#single = bases.length === 1;
+    let limit = 0;
+    for (const region of regions) limit = Math.max(limit, region.offset + region.size);
+    this.#limit = limit;
+    this.#current = current;
+    // Assigned by refresh; repeated here so that every field has its shape from the start.
+    this.bytes = new Uint8Array(EMPTY);
+    this.view = new DataView(EMPTY);
+    this.u16 = new Uint16Array(EMPTY);
+    this.u32 = new Uint32Array(EMPTY);
+    this.u64 = new BigUint64Array(EMPTY);
+    this.buffer = EMPTY;
+    this.refresh();
   }
 
   /**
-   * The backing offset of `length` bytes of RAM at `gpa`, or -1 when the range is not
-   * all RAM. Unchecked: callers validate `gpa` and `length` as safe non-negative integers.
+   * Rebuilds the views over the backing's current buffer, up to the end of the last span or
+   * the buffer's current length, whichever is shorter. Called when a range lies beyond the
+   * views: the buffer was detached, replaced or resized since they were made.
+   */
+  refresh(): void {
+    const buffer = this.#current();
+    const length = Math.min(currentLength(buffer), this.#limit);
+    const usable = length === 0 ? EMPTY : buffer;
+    this.bytes = new Uint8Array(usable, 0, length);
+    this.view = new DataView(usable, 0, length);
+    this.u16 = new Uint16Array(usable, 0, Math.floor(length / 2));
+    this.u32 = new Uint32Array(usable, 0, Math.floor(length / 4));
+    this.u64 = new BigUint64Array(usable, 0, Math.floor(length / 8));
+    this.buffer = usable;
+  }
+
+  /**
+   * The backing offset of `length` (at least 1) bytes of RAM at `gpa` when they are one
+   * piece inside the current views, or -1 (a hole, two pieces, or stale views: the slow
+   * path, {@link FlatView.resolve}, tells them apart). Unchecked: callers validate `gpa` and
+   * `length` as safe non-negative integers.
    */
   locate(gpa: number, length: number): number {
     if (gpa >= this.#base0 && gpa + length <= this.#end0) {
-      return this.#offset0 + (gpa - this.#base0);
+      const offset = this.#offset0 + (gpa - this.#base0);
+      return offset + length <= this.bytes.length ? offset : -1;
     }
-    return this.#spanBase.length === 1 ? -1 : this.#locateBeyondFirst(gpa, length);
+    return this.#single ? -1 : this.#locateBeyondFirst(gpa, length);
   }
 
-  /** {@link AddressMap.locate} past the first span, kept out of line to keep it small. */
+  /** {@link FlatView.locate} past the first span, kept out of line to keep it small. */
   #locateBeyondFirst(gpa: number, length: number): number {
+    const index = this.#spanAt(gpa);
+    if (index < 0 || gpa + length > (this.#spanEnd[index] as number)) return -1;
+    const offset = (this.#spanOffset[index] as number) + (gpa - (this.#spanBase[index] as number));
+    return offset + length <= this.bytes.length ? offset : -1;
+  }
+
+  /** The span holding `gpa`, or -1 in a hole. */
+  #spanAt(gpa: number): number {
     const bases = this.#spanBase;
-    for (let index = 1; index < bases.length; index++) {
-      const base = bases[index] as number;
-      if (gpa >= base && gpa + length <= (this.#spanEnd[index] as number)) {
-        return (this.#spanOffset[index] as number) + (gpa - base);
-      }
+    for (let index = 0; index < bases.length; index++) {
+      if (gpa >= (bases[index] as number) && gpa < (this.#spanEnd[index] as number)) return index;
     }
     return -1;
   }
 
   /**
-   * How many bytes of RAM are contiguous from `gpa` (0 when `gpa` is in a hole).
-   * Unchecked, as {@link AddressMap.locate}.
+   * Resolves `length` bytes of RAM at `gpa` into backing pieces, pushing
+   * `offset, length, gpa` for each onto `out`: one piece per span the range crosses. Returns
+   * false, having pushed nothing, when the range touches a hole or bytes the backing no
+   * longer has. Rebuilds stale views once. Unchecked, as {@link FlatView.locate}.
+   */
+  resolve(gpa: number, length: number, out: number[]): boolean {
+    if (length === 0) return true;
+    const first = out.length;
+    if (this.#resolveIn(gpa, length, out)) return true;
+    out.length = first;
+    // Either a hole, or views made before the backing changed: look once more, afresh.
+    this.refresh();
+    if (this.#resolveIn(gpa, length, out)) return true;
+    out.length = first;
+    return false;
+  }
+
+  #resolveIn(gpa: number, length: number, out: number[]): boolean {
+    const available = this.bytes.length;
+    let at = gpa;
+    let left = length;
+    // Each round consumes one span: at most as many rounds as there are spans.
+    for (let rounds = 0; left > 0 && rounds < this.#spanBase.length; rounds++) {
+      const index = this.#spanAt(at);
+      if (index < 0) return false;
+      const run = Math.min(left, (this.#spanEnd[index] as number) - at);
+      const offset = (this.#spanOffset[index] as number) + (at - (this.#spanBase[index] as number));
+      if (offset + run > available) return false;
+      out.push(offset, run, at);
+      at += run;
+      left -= run;
+    }
+    return left === 0;
+  }
+
+  /**
+   * How many bytes from `gpa` are one piece of RAM inside the current views (0 in a hole):
+   * what `map` can hand out as one view. Rebuilds stale views once. Unchecked.
    */
   extent(gpa: number): number {
-    const bases = this.#spanBase;
-    for (let index = 0; index < bases.length; index++) {
-      const end = this.#spanEnd[index] as number;
-      if (gpa >= (bases[index] as number) && gpa < end) return end - gpa;
-    }
-    return 0;
+    const index = this.#spanAt(gpa);
+    if (index < 0) return 0;
+    const offset = (this.#spanOffset[index] as number) + (gpa - (this.#spanBase[index] as number));
+    const remaining = (this.#spanEnd[index] as number) - gpa;
+    if (offset + remaining > this.bytes.length) this.refresh();
+    return Math.max(0, Math.min(remaining, this.bytes.length - offset));
   }
 }

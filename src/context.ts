@@ -21,7 +21,8 @@ import {
   type BarrierStrength,
   type Fence,
 } from './barrier.js';
-import type { AddressMap } from './address.js';
+import type { FlatView } from './address.js';
+import type { DirtyBitmap } from './dirty.js';
 import { DMAError, DMAFault } from './errors.js';
 import {
   ADDRESS_LIMIT,
@@ -32,7 +33,7 @@ import {
   invalidArgument,
   notInstance,
 } from './internal/check.js';
-import { copyIn, copyOut, copyPieces, guestStore, type GuestStore } from './internal/copy.js';
+import { copyIn, copyOut, copyPieces } from './internal/copy.js';
 import { describe } from './internal/describe.js';
 import { uint8Length } from './internal/intrinsics.js';
 import { iommuAccess, isIommuDomain, type IommuDomain } from './iommu.js';
@@ -84,10 +85,32 @@ export interface DMAContextOptions {
   trace?: DMATrace;
 }
 
-/** What `map` remembers so that `unmap` knows which barrier to issue. */
+/** What `map` remembers so that `unmap` knows which barrier to issue and which pages to mark. */
 interface Mapping {
   readonly addr: number;
   readonly attrs: number;
+  /** The guest-physical address of the view's first byte. */
+  readonly gpa: number;
+}
+
+// What an access does with its resolved pieces. The general path takes one of these; each
+// accessor's flat fast path is the same steps written out for its own case.
+/** Copy guest memory into the caller's buffer. */
+const OUT = 0;
+/** Copy the caller's buffer into guest memory. */
+const IN = 1;
+/** Fill guest memory with a byte. */
+const FILL = 2;
+/** Load one word. */
+const LOAD = 3;
+/** Store one word. */
+const STORE = 4;
+type Op = typeof OUT | typeof IN | typeof FILL | typeof LOAD | typeof STORE;
+const OP_NAMES: readonly DMATraceOp[] = ['read', 'write', 'set', 'read', 'write'];
+
+/** Whether an op stores into guest memory (and so marks the dirty log). */
+function stores(op: Op): boolean {
+  return op === IN || op === FILL || op === STORE;
 }
 
 function invalidAttributes(message: string): DMAError {
@@ -230,25 +253,24 @@ export let transferKnownLength: (
  */
 export class DMAContext {
   readonly #memory: GuestMemory;
-  readonly #bytes: Uint8Array;
-  readonly #u16: Uint16Array;
-  readonly #u32: Uint32Array;
-  readonly #u64: BigUint64Array;
-  readonly #view: DataView;
-  /** The backing store as the copies see it (see internal/copy.ts). */
-  readonly #guest: GuestStore;
+  /** The memory's address layer: where guest ranges live, and the views of the backing. */
+  readonly #flat: FlatView;
   readonly #fence: Fence;
-  /** Where guest ranges live in the backing store. */
-  readonly #map: AddressMap;
+  /** The memory's dirty log, or undefined: every write marks it after its bytes are stored. */
+  readonly #dirty: DirtyBitmap | undefined;
   readonly #trace: DMATrace | undefined;
   readonly #iommu: IommuDomain | undefined;
   readonly #mappings = new WeakMap<Uint8Array, Mapping>();
   /**
-   * The backing pieces of the access being resolved, `[offset0, length0, ...]`, reused by
-   * every checked access: no caller code runs between resolving and moving, so no two
+   * The backing pieces of the access being resolved, `[offset0, length0, gpa0, ...]`, reused
+   * by every checked access: no caller code runs between resolving and moving, so no two
    * accesses ever use it at once.
    */
   readonly #pieces: number[] = [];
+  /** The guest-physical runs an IOMMU translation produced, `[gpa0, length0, ...]`. */
+  readonly #runs: number[] = [];
+  /** `[addr, length]` of a single access on the general path, which takes a list of ranges. */
+  readonly #single: number[] = [0, 0];
 
   /** The guest memory this context accesses. */
   get memory(): GuestMemory {
@@ -277,17 +299,9 @@ export class DMAContext {
     this.#trace = trace as DMATrace | undefined;
     // The memory's own parts, never its public properties, which a caller could redefine.
     const parts = memoryParts(memory);
-    const buffer = parts.bytes.buffer;
-    const byteLength = parts.bytes.byteLength;
-    // One set of views of the backing store, shared with the copy routines.
-    this.#guest = guestStore(parts.bytes);
-    this.#bytes = this.#guest.bytes;
-    this.#u16 = new Uint16Array(buffer, 0, Math.floor(byteLength / 2));
-    this.#u32 = new Uint32Array(buffer, 0, Math.floor(byteLength / 4));
-    this.#u64 = new BigUint64Array(buffer, 0, Math.floor(byteLength / 8));
-    this.#view = this.#guest.view;
+    this.#flat = parts.flat;
     this.#fence = parts.fence;
-    this.#map = parts.map;
+    this.#dirty = parts.dirty;
   }
 
   /**
@@ -344,9 +358,8 @@ export class DMAContext {
    */
   set(addr: number, value: number, length: number, attrs?: DMAAttributesLike): void {
     const bits = impliedBits(attrs, WRITE, 'set');
-    const strength = strengthCode(bits);
-    // The flat fast path (valid numbers, no IOMMU, all RAM), as for read and write; anything
-    // else goes the checked way below, which throws the precise error.
+    // The flat fast path (valid numbers, no IOMMU, one piece of RAM), as for read and write;
+    // anything else goes the general way, after the checks that throw the precise error.
     if (
       typeof value === 'number' &&
       (value & 0xff) === value &&
@@ -354,11 +367,14 @@ export class DMAContext {
       (length | 0) === length &&
       length >= 0
     ) {
-      const offset = this.#fastOffset(addr, length);
+      const offset = this.#flatOffset(addr, length);
       if (offset >= 0) {
+        const strength = strengthCode(bits);
         if ((strength & RELEASE) !== 0) this.#fence.emit(strength);
-        this.#bytes.fill(value, offset, offset + length);
-        this.#after(strength, 'set', addr, length, bits);
+        // `fill` throws on a detached view even for no bytes: a zero-length set touches none.
+        if (length !== 0) this.#flat.bytes.fill(value, offset, offset + length);
+        this.#marked(addr, length);
+        this.#after(strength, FILL, addr, length, bits);
         return;
       }
     }
@@ -368,24 +384,7 @@ export class DMAContext {
     }
     checkLength(length);
     checkRange(addr, length);
-    const pieces = this.#pieces;
-    pieces.length = 0;
-    const slot = this.#enter();
-    let fault: DMAFault | undefined;
-    try {
-      fault = this.#resolve(addr, length, bits, pieces);
-      if (fault === undefined) {
-        if ((strength & RELEASE) !== 0) this.#fence.emit(strength);
-        for (let index = 0; index < pieces.length; index += 2) {
-          const start = pieces[index] as number;
-          this.#bytes.fill(value, start, start + (pieces[index + 1] as number));
-        }
-      }
-    } finally {
-      this.#leave(slot);
-    }
-    if (fault !== undefined) throw this.#report(fault);
-    this.#after(strength, 'set', addr, length, bits);
+    this.#accessOne(FILL, addr, length, bits, undefined, value, true);
   }
 
   /**
@@ -405,12 +404,14 @@ export class DMAContext {
     checkRange(addr, length);
     if (length === 0) return true;
     const iommu = this.#iommu;
-    if (iommu === undefined) return this.#map.locate(addr, length) >= 0;
-    const segments: number[] = [];
-    if (iommuAccess.translateRange(iommu, addr, length, bits, segments) !== undefined) return false;
-    for (let index = 0; index < segments.length; index += 2) {
-      if (this.#map.locate(segments[index] as number, segments[index + 1] as number) < 0)
+    const pieces: number[] = [];
+    if (iommu === undefined) return this.#flat.resolve(addr, length, pieces);
+    const runs: number[] = [];
+    if (iommuAccess.translateRange(iommu, addr, length, bits, runs) !== undefined) return false;
+    for (let index = 0; index < runs.length; index += 2) {
+      if (!this.#flat.resolve(runs[index] as number, runs[index + 1] as number, pieces)) {
         return false;
+      }
     }
     return true;
   }
@@ -445,16 +446,17 @@ export class DMAContext {
       gpa = translation.gpa;
       mappable = Math.min(length, translation.length);
     }
-    const extent = this.#map.extent(gpa);
-    if (extent === 0) {
+    const flat = this.#flat;
+    const extent = flat.extent(gpa);
+    const mappedLength = Math.min(mappable, extent);
+    const offset = extent === 0 ? -1 : flat.locate(gpa, mappedLength);
+    if (offset < 0) {
       throw iommu === undefined
         ? unassigned(addr, length, bits)
         : unassignedBehindIommu(addr, length, bits, gpa, 1);
     }
-    const mappedLength = Math.min(mappable, extent);
-    const offset = this.#map.locate(gpa, mappedLength);
-    const view = new Uint8Array(this.#guest.buffer, this.#guest.byteOffset + offset, mappedLength);
-    this.#mappings.set(view, { addr, attrs: bits });
+    const view = new Uint8Array(flat.buffer, offset, mappedLength);
+    this.#mappings.set(view, { addr, attrs: bits, gpa });
     // A map issues its barrier after mapping only: acquire for READ, full for BIDIRECTIONAL.
     const strength = mapStrength(bits);
     if (strength !== NONE) this.#fence.emit(strength);
@@ -469,7 +471,8 @@ export class DMAContext {
   /**
    * Gives back a view from {@link DMAContext.map}. WRITE maps get a release barrier before
    * they are released (so the guest sees what the device wrote through the view), and
-   * BIDIRECTIONAL maps a full one.
+   * BIDIRECTIONAL maps a full one. The first `accessedLength` bytes of a WRITE or
+   * BIDIRECTIONAL map are marked in the dirty log then.
    *
    * @param view - the view `map` returned.
    * @param accessedLength - how many bytes the device actually accessed; the view's length by default.
@@ -491,9 +494,14 @@ export class DMAContext {
     }
     this.#mappings.delete(view);
     const strength = unmapStrength(mapping.attrs);
-    if (strength !== NONE) this.#barrierEvent(strength, mapping.addr, length, mapping.attrs);
+    if (strength !== NONE) this.#fence.emit(strength);
+    // What the device stored through the view is marked now, never at map: its bytes are in.
+    if ((mapping.attrs & WRITE) !== 0) this.#marked(mapping.gpa, length);
     const trace = this.#trace;
     if (trace !== undefined) {
+      if (strength !== NONE) {
+        this.#traceBarrier(trace, strength, mapping.addr, length, mapping.attrs);
+      }
       this.#traceEvent(trace, 'unmap', mapping.addr, length, mapping.attrs, strength);
     }
   }
@@ -600,11 +608,69 @@ export class DMAContext {
   }
 
   // ---------------------------------------------------------------------------------------
-  // How every access runs: attributes → strength → resolve → barrier → move → barrier, with
-  // the trace events delivered once the bytes have moved and the IOMMU slot is given back.
-  // No code of the caller's (a getter, a trace or fault listener, a buffer's own methods)
-  // runs between the first translation and the last byte moved, so nothing it does (an
-  // unmap, a detach, a resize, a re-entrant access) can meet an access half done.
+  // How every access runs: attributes → strength → resolve → barrier → move → mark →
+  // barrier, with the trace events delivered once the bytes have moved and the IOMMU slot is
+  // given back. `#access` is that path for any access; each accessor's flat fast path (no
+  // IOMMU, good numbers, one piece of RAM) is the same steps for its own case, written next
+  // to it so that V8 inlines it whole. No code of the caller's (a getter, a trace or fault
+  // listener, a buffer's own methods) runs between the first translation and the last byte
+  // moved, so nothing it does (an unmap, a detach, a resize, a re-entrant access) can meet
+  // an access half done.
+
+  /**
+   * The general path of every access, over a list of ranges `[addr0, length0, ...]` (one
+   * range for all but scatter-gather), each already validated as numbers: resolves every
+   * range before any byte moves, issues the barrier once, moves, marks, and finishes.
+   * `total` is the byte count of the list (the width, for a word).
+   */
+  #access(
+    op: Op,
+    ranges: readonly number[],
+    count: number,
+    total: number,
+    bits: number,
+    buf: Uint8Array | undefined,
+    value: number | bigint,
+    little: boolean,
+  ): number | bigint {
+    const strength = strengthCode(bits);
+    const pieces = this.#pieces;
+    pieces.length = 0;
+    let result: number | bigint = value;
+    let fault: DMAFault | undefined;
+    const slot = this.#enter();
+    try {
+      for (let index = 0; index < count && fault === undefined; index += 2) {
+        fault = this.#resolve(ranges[index] as number, ranges[index + 1] as number, bits, pieces);
+      }
+      if (fault === undefined) {
+        if ((strength & RELEASE) !== 0) this.#fence.emit(strength);
+        result = this.#move(op, pieces, buf, total, value, little, strength !== NONE);
+      }
+    } finally {
+      this.#leave(slot);
+    }
+    if (fault !== undefined) throw this.#report(fault);
+    if (stores(op)) this.#markPieces(pieces);
+    this.#finish(strength, op, ranges, count, total, bits);
+    return result;
+  }
+
+  /** {@link DMAContext.#access} for one range. */
+  #accessOne(
+    op: Op,
+    addr: number,
+    length: number,
+    bits: number,
+    buf: Uint8Array | undefined,
+    value: number | bigint,
+    little: boolean,
+  ): number | bigint {
+    const single = this.#single;
+    single[0] = addr;
+    single[1] = length;
+    return this.#access(op, single, 2, length, bits, buf, value, little);
+  }
 
   /** Enters the IOMMU's in-flight protocol for one access; -1 without an IOMMU. */
   #enter(): number {
@@ -623,72 +689,120 @@ export class DMAContext {
 
   /**
    * Resolves `length` bytes at `addr` into backing pieces pushed onto `out`, checking every
-   * byte first so that a failed access changes nothing: an IOTLB hit is one piece; a miss
-   * translates every page. Without an IOMMU, RAM spans are contiguous in the backing store,
-   * so a range is one piece or a hole. Returns the IOMMU's refusal unreported (the caller
-   * reports it after leaving the access) and throws `ERR_DMA_UNASSIGNED` for a hole. Call
-   * between {@link DMAContext.#enter} and {@link DMAContext.#leave}.
+   * byte first so that a failed access changes nothing: the IOMMU (an IOTLB hit, or a
+   * translation of every page) turns the IOVA range into guest-physical runs, and the
+   * address layer turns each into pieces of the backing. Returns the IOMMU's refusal
+   * unreported (the caller reports it after leaving the access) and throws
+   * `ERR_DMA_UNASSIGNED` for a hole. Call between {@link DMAContext.#enter} and
+   * {@link DMAContext.#leave}.
    */
   #resolve(addr: number, length: number, bits: number, out: number[]): DMAFault | undefined {
     if (length === 0) return undefined;
+    const flat = this.#flat;
     const iommu = this.#iommu;
     if (iommu === undefined) {
-      const offset = this.#map.locate(addr, length);
-      if (offset < 0) throw unassigned(addr, length, bits);
-      out.push(offset, length);
+      if (!flat.resolve(addr, length, out)) throw unassigned(addr, length, bits);
       return undefined;
     }
     const gpa = iommuAccess.lookup(iommu, addr, length, bits & DIRECTIONS);
-    const hit = gpa < 0 ? -1 : this.#map.locate(gpa, length);
-    if (hit >= 0) {
-      out.push(hit, length);
-      return undefined;
-    }
-    const first = out.length;
-    const fault = iommuAccess.translateRange(iommu, addr, length, bits, out);
+    if (gpa >= 0 && flat.resolve(gpa, length, out)) return undefined;
+    const runs = this.#runs;
+    runs.length = 0;
+    const fault = iommuAccess.translateRange(iommu, addr, length, bits, runs);
     if (fault !== undefined) return fault;
-    for (let index = first; index < out.length; index += 2) {
-      const runGpa = out[index] as number;
-      const runLength = out[index + 1] as number;
-      const offset = this.#map.locate(runGpa, runLength);
-      if (offset < 0) throw unassignedBehindIommu(addr, length, bits, runGpa, runLength);
-      out[index] = offset;
+    for (let index = 0; index < runs.length; index += 2) {
+      const runGpa = runs[index] as number;
+      const runLength = runs[index + 1] as number;
+      if (!flat.resolve(runGpa, runLength, out)) {
+        throw unassignedBehindIommu(addr, length, bits, runGpa, runLength);
+      }
     }
     return undefined;
   }
 
-  /** Copies between `buf` (its first `length` bytes) and resolved pieces of guest memory. */
-  #move(pieces: readonly number[], buf: Uint8Array, length: number, toGuest: boolean): void {
-    if (pieces.length === 2) {
-      const offset = pieces[0] as number;
-      if (toGuest) copyIn(this.#guest, offset, buf, length);
-      else copyOut(this.#guest, offset, buf, length);
-    } else if (pieces.length > 2) {
-      copyPieces(this.#guest, pieces, buf, toGuest);
+  /** Does what `op` says with resolved pieces of guest memory. */
+  #move(
+    op: Op,
+    pieces: readonly number[],
+    buf: Uint8Array | undefined,
+    total: number,
+    value: number | bigint,
+    little: boolean,
+    ordered: boolean,
+  ): number | bigint {
+    const flat = this.#flat;
+    if (op === OUT || op === IN) {
+      const bytes = buf as Uint8Array;
+      if (pieces.length === 3) {
+        if (op === IN) copyIn(flat, pieces[0] as number, bytes, total);
+        else copyOut(flat, pieces[0] as number, bytes, total);
+      } else if (pieces.length > 3) {
+        copyPieces(flat, pieces, bytes, op === IN);
+      }
+      return value;
+    }
+    if (op === FILL) {
+      for (let index = 0; index < pieces.length; index += 3) {
+        const start = pieces[index] as number;
+        flat.bytes.fill(value as number, start, start + (pieces[index + 1] as number));
+      }
+      return value;
+    }
+    const toGuest = op === STORE;
+    // A word split across pieces (IOMMU pages, regions apart in the backing) is never
+    // naturally aligned in both, so never atomic.
+    if (pieces.length !== 3) return this.#splitWord(pieces, total, little, value, toGuest);
+    if (total === 8) {
+      return this.#word64(pieces[0] as number, little, value as bigint, toGuest, ordered);
+    }
+    return this.#word(pieces[0] as number, total, little, value as number, toGuest, ordered);
+  }
+
+  /** Marks the dirty log for a finished write's pieces (their guest-physical runs). */
+  #markPieces(pieces: readonly number[]): void {
+    const dirty = this.#dirty;
+    if (dirty === undefined) return;
+    for (let index = 0; index < pieces.length; index += 3) {
+      dirty.mark(pieces[index + 2] as number, pieces[index + 1] as number);
     }
   }
 
+  /** Marks the dirty log for a finished write of `length` bytes at `gpa`: one branch without a log. */
+  #marked(gpa: number, length: number): void {
+    const dirty = this.#dirty;
+    if (dirty !== undefined && length !== 0) dirty.mark(gpa, length);
+  }
+
   /**
-   * The common case of a read written flat, so that V8 inlines it whole: no IOMMU, good
-   * numbers, all RAM. Anything else takes {@link DMAContext.#transferChecked}, which throws
-   * the precise error or walks the IOMMU.
+   * The backing offset for the flat fast paths, or -1 when they do not apply: an IOMMU, a
+   * number that is not a safe address, or a range that is not one piece of RAM inside the
+   * current views (the general path then tells a hole from a backing that changed).
    */
+  #flatOffset(addr: unknown, length: number): number {
+    if (this.#iommu !== undefined || !isAddressRange(addr, length)) return -1;
+    return length === 0 ? 0 : this.#flat.locate(addr, length);
+  }
+
+  /** {@link DMAContext.read}'s path once the attributes are bits. */
   #readFast(addr: number, buf: Uint8Array, bits: number): void {
     this.#readLength(addr, buf, uint8Length(buf), bits);
   }
 
-  /** {@link DMAContext.#readFast} with the buffer's real length read (-1: not a buffer). */
+  /**
+   * A read with the buffer's real length read (-1: not a buffer). The flat fast path is
+   * written flat, so that V8 inlines it whole; anything else is {@link DMAContext.#transfer}.
+   */
   #readLength(addr: number, buf: Uint8Array, length: number, bits: number): void {
     if (length >= 0) {
-      const offset = this.#fastOffset(addr, length);
+      const offset = this.#flatOffset(addr, length);
       if (offset >= 0) {
         // A read asks for acquire (after) or none: nothing goes before it.
-        copyOut(this.#guest, offset, buf, length);
-        this.#after(strengthCode(bits), 'read', addr, length, bits);
+        copyOut(this.#flat, offset, buf, length);
+        this.#after(strengthCode(bits), OUT, addr, length, bits);
         return;
       }
     }
-    this.#transferChecked(addr, buf, length, bits);
+    this.#transfer(addr, buf, length, bits);
   }
 
   /**
@@ -699,67 +813,27 @@ export class DMAContext {
     this.#writeLength(addr, data, uint8Length(data), bits);
   }
 
-  /** {@link DMAContext.#writeFast} with the buffer's real length read (-1: not a buffer). */
+  /** {@link DMAContext.#readLength} for writes. */
   #writeLength(addr: number, data: Uint8Array, length: number, bits: number): void {
     if (length >= 0) {
-      const offset = this.#fastOffset(addr, length);
+      const offset = this.#flatOffset(addr, length);
       if (offset >= 0) {
         const strength = strengthCode(bits);
         if ((strength & RELEASE) !== 0) this.#fence.emit(strength);
-        copyIn(this.#guest, offset, data, length);
-        this.#after(strength, 'write', addr, length, bits);
+        copyIn(this.#flat, offset, data, length);
+        this.#marked(addr, length);
+        this.#after(strength, IN, addr, length, bits);
         return;
       }
     }
-    this.#transferChecked(addr, data, length, bits);
+    this.#transfer(addr, data, length, bits);
   }
 
   /**
-   * The backing offset for the flat fast paths, or -1 when they do not apply: an IOMMU, a
-   * number that is not a safe address, or a range that is not all RAM.
+   * A transfer off the flat fast path: an IOMMU, bad arguments, several pieces, a hole.
+   * `length` is -1 for a bad buffer.
    */
-  #fastOffset(addr: unknown, length: number): number {
-    if (this.#iommu !== undefined || !isAddressRange(addr, length)) return -1;
-    return length === 0 ? 0 : this.#map.locate(addr, length);
-  }
-
-  /**
-   * The IOMMU's fast path: an IOTLB hit on one mapping, all RAM, no trace. Returns false,
-   * having moved nothing, when it does not apply; the checked path then redoes the access.
-   * Nothing between enter and leave here calls the caller's code (the copies use the builtin
-   * `set` on a length already read), so only the engine can throw in it (a stack overflow);
-   * the `try` gives the slot back even then, and costs nothing measurable here (bench:
-   * `iommu write 64B single page`). Every enter checks the generation afresh besides, so no
-   * slot left behind could ever serve an IOTLB entry older than an `unmap`.
-   */
-  #iommuFast(
-    iommu: IommuDomain,
-    addr: number,
-    buf: Uint8Array,
-    length: number,
-    bits: number,
-  ): boolean {
-    const slot = iommuAccess.enter(iommu);
-    const gpa = iommuAccess.lookup(iommu, addr, length, bits & DIRECTIONS);
-    const offset = gpa < 0 ? -1 : this.#map.locate(gpa, length);
-    if (offset < 0) {
-      iommuAccess.leave(iommu, slot);
-      return false;
-    }
-    const strength = strengthCode(bits);
-    try {
-      if ((strength & RELEASE) !== 0) this.#fence.emit(strength);
-      if ((bits & READ) !== 0) copyOut(this.#guest, offset, buf, length);
-      else copyIn(this.#guest, offset, buf, length);
-    } finally {
-      iommuAccess.leave(iommu, slot);
-    }
-    if ((strength & ACQUIRE) !== 0) this.#fence.emit(strength);
-    return true;
-  }
-
-  /** A transfer off the flat fast path: an IOMMU, bad arguments, a hole. `length` is -1 for a bad buffer. */
-  #transferChecked(addr: number, buf: Uint8Array, length: number, bits: number): void {
+  #transfer(addr: number, buf: Uint8Array, length: number, bits: number): void {
     const iommu = this.#iommu;
     if (
       iommu !== undefined &&
@@ -773,28 +847,49 @@ export class DMAContext {
     checkAddress(addr);
     if (length < 0) invalidArgument('buf', 'a genuine Uint8Array', buf);
     checkRange(addr, length);
-    const toGuest = (bits & READ) === 0;
-    const strength = strengthCode(bits);
-    const pieces = this.#pieces;
-    pieces.length = 0;
-    const slot = this.#enter();
-    let fault: DMAFault | undefined;
-    try {
-      fault = this.#resolve(addr, length, bits, pieces);
-      if (fault === undefined) {
-        if ((strength & RELEASE) !== 0) this.#fence.emit(strength);
-        this.#move(pieces, buf, length, toGuest);
-      }
-    } finally {
-      this.#leave(slot);
-    }
-    if (fault !== undefined) throw this.#report(fault);
-    this.#after(strength, toGuest ? 'write' : 'read', addr, length, bits);
+    this.#accessOne((bits & READ) !== 0 ? OUT : IN, addr, length, bits, buf, 0, true);
   }
 
   /**
-   * Scatter-gather for {@link ScatterGatherList}: `ranges` is `[addr0, length0, ...]`;
-   * every range is resolved before any byte moves, and the barrier is issued once.
+   * The IOMMU's fast path: an IOTLB hit on one mapping, one piece of RAM, no trace. Returns
+   * false, having moved nothing, when it does not apply; the general path then redoes the
+   * access. Nothing between enter and leave here calls the caller's code (the copies use the
+   * builtin `set` on a length already read), so only the engine can throw in it (a stack
+   * overflow); the `try` gives the slot back even then, and costs nothing measurable here
+   * (bench: `iommu write 64B single page`). Every enter checks the generation afresh
+   * besides, so no slot left behind could ever serve an IOTLB entry older than an `unmap`.
+   */
+  #iommuFast(
+    iommu: IommuDomain,
+    addr: number,
+    buf: Uint8Array,
+    length: number,
+    bits: number,
+  ): boolean {
+    const slot = iommuAccess.enter(iommu);
+    const gpa = iommuAccess.lookup(iommu, addr, length, bits & DIRECTIONS);
+    const offset = gpa < 0 ? -1 : this.#flat.locate(gpa, length);
+    if (offset < 0) {
+      iommuAccess.leave(iommu, slot);
+      return false;
+    }
+    const strength = strengthCode(bits);
+    const toGuest = (bits & READ) === 0;
+    try {
+      if ((strength & RELEASE) !== 0) this.#fence.emit(strength);
+      if (toGuest) copyIn(this.#flat, offset, buf, length);
+      else copyOut(this.#flat, offset, buf, length);
+    } finally {
+      iommuAccess.leave(iommu, slot);
+    }
+    if (toGuest) this.#marked(gpa, length);
+    if ((strength & ACQUIRE) !== 0) this.#fence.emit(strength);
+    return true;
+  }
+
+  /**
+   * Scatter-gather for {@link ScatterGatherList}: `ranges` is `[addr0, length0, ...]`, each
+   * validated when added; one access over all of them.
    * @internal
    */
   vector(
@@ -810,92 +905,7 @@ export class DMAContext {
     const name = toGuest ? 'data' : 'buf';
     const length = bufferLength(buf, name);
     if (length !== total) invalidArgument(`${name}.length`, `the list's length ${total}`, length);
-    // The list as it is now: a trace listener below may add to it or clear it.
-    const count = ranges.length;
-    const strength = strengthCode(bits);
-    const pieces = this.#pieces;
-    pieces.length = 0;
-    const slot = this.#enter();
-    let fault: DMAFault | undefined;
-    try {
-      for (let index = 0; index < count && fault === undefined; index += 2) {
-        fault = this.#resolve(ranges[index] as number, ranges[index + 1] as number, bits, pieces);
-      }
-      if (fault === undefined) {
-        if ((strength & RELEASE) !== 0) this.#fence.emit(strength);
-        this.#move(pieces, buf, length, toGuest);
-      }
-    } finally {
-      this.#leave(slot);
-    }
-    if (fault !== undefined) throw this.#report(fault);
-    if ((strength & ACQUIRE) !== 0) this.#fence.emit(strength);
-    const trace = this.#trace;
-    if (trace === undefined) return;
-    const first = ranges[0] ?? 0;
-    const listed = ranges.slice(0, count);
-    // One barrier for the whole list: before its first access event, or after its last.
-    if ((strength & RELEASE) !== 0) this.#traceBarrier(trace, strength, first, total, bits);
-    const op = toGuest ? 'write' : 'read';
-    for (let index = 0; index < count; index += 2) {
-      this.#traceEvent(
-        trace,
-        op,
-        listed[index] as number,
-        listed[index + 1] as number,
-        bits,
-        strength,
-      );
-    }
-    if ((strength & ACQUIRE) !== 0) this.#traceBarrier(trace, strength, first, total, bits);
-  }
-
-  /**
-   * A fixed-width access on the checked path (bad numbers, holes, an IOMMU, u64): resolves
-   * it, issues the barrier before, moves the word (through {@link DMAContext.#splitWord}
-   * when an IOMMU splits a misaligned word across pages), and traces it.
-   */
-  #fixed(
-    addr: number,
-    width: number,
-    bits: number,
-    little: boolean,
-    value: number | bigint,
-    toGuest: boolean,
-  ): number | bigint {
-    checkAddress(addr);
-    checkRange(addr, width);
-    const strength = strengthCode(bits);
-    const pieces = this.#pieces;
-    pieces.length = 0;
-    let result: number | bigint = value;
-    const slot = this.#enter();
-    let fault: DMAFault | undefined;
-    try {
-      fault = this.#resolve(addr, width, bits, pieces);
-      if (fault === undefined) {
-        if ((strength & RELEASE) !== 0) this.#fence.emit(strength);
-        const ordered = strength !== NONE;
-        if (pieces.length !== 2) result = this.#splitWord(pieces, width, little, value, toGuest);
-        else if (width === 8) {
-          result = this.#word64(pieces[0] as number, little, value as bigint, toGuest, ordered);
-        } else {
-          result = this.#word(
-            pieces[0] as number,
-            width,
-            little,
-            value as number,
-            toGuest,
-            ordered,
-          );
-        }
-      }
-    } finally {
-      this.#leave(slot);
-    }
-    if (fault !== undefined) throw this.#report(fault);
-    this.#after(strength, toGuest ? 'write' : 'read', addr, width, bits);
-    return result;
+    this.#access(toGuest ? IN : OUT, ranges, ranges.length, total, bits, buf, 0, true);
   }
 
   /**
@@ -912,26 +922,26 @@ export class DMAContext {
   ): number {
     const atomic = ordered && offset % width === 0;
     const swap = little !== HOST_LITTLE_ENDIAN;
+    const flat = this.#flat;
     if (toGuest) {
       if (width === 1) {
-        if (atomic) Atomics.store(this.#bytes, offset, value);
-        else this.#bytes[offset] = value;
+        if (atomic) Atomics.store(flat.bytes, offset, value);
+        else flat.view.setUint8(offset, value);
       } else if (width === 2) {
-        if (atomic) Atomics.store(this.#u16, offset / 2, swap ? swap16(value) : value);
-        else this.#view.setUint16(offset, value, little);
-      } else if (atomic) Atomics.store(this.#u32, offset / 4, swap ? swap32(value) : value);
-      else this.#view.setUint32(offset, value, little);
+        if (atomic) Atomics.store(flat.u16, offset / 2, swap ? swap16(value) : value);
+        else flat.view.setUint16(offset, value, little);
+      } else if (atomic) Atomics.store(flat.u32, offset / 4, swap ? swap32(value) : value);
+      else flat.view.setUint32(offset, value, little);
       return value;
     }
-    if (width === 1)
-      return atomic ? Atomics.load(this.#bytes, offset) : (this.#bytes[offset] as number);
+    if (width === 1) return atomic ? Atomics.load(flat.bytes, offset) : flat.view.getUint8(offset);
     if (width === 2) {
-      if (!atomic) return this.#view.getUint16(offset, little);
-      const loaded = Atomics.load(this.#u16, offset / 2);
+      if (!atomic) return flat.view.getUint16(offset, little);
+      const loaded = Atomics.load(flat.u16, offset / 2);
       return swap ? swap16(loaded) : loaded;
     }
-    if (!atomic) return this.#view.getUint32(offset, little);
-    const loaded = Atomics.load(this.#u32, offset / 4);
+    if (!atomic) return flat.view.getUint32(offset, little);
+    const loaded = Atomics.load(flat.u32, offset / 4);
     return swap ? swap32(loaded) : loaded;
   }
 
@@ -945,17 +955,18 @@ export class DMAContext {
   ): bigint {
     const atomic = ordered && offset % 8 === 0;
     const swap = little !== HOST_LITTLE_ENDIAN;
+    const flat = this.#flat;
     if (toGuest) {
-      if (atomic) Atomics.store(this.#u64, offset / 8, swap ? swap64(value) : value);
-      else this.#view.setBigUint64(offset, value, little);
+      if (atomic) Atomics.store(flat.u64, offset / 8, swap ? swap64(value) : value);
+      else flat.view.setBigUint64(offset, value, little);
       return value;
     }
-    if (!atomic) return this.#view.getBigUint64(offset, little);
-    const loaded = Atomics.load(this.#u64, offset / 8);
+    if (!atomic) return flat.view.getBigUint64(offset, little);
+    const loaded = Atomics.load(flat.u64, offset / 8);
     return swap ? swap64(loaded) : loaded;
   }
 
-  /** A word split across IOMMU pages: never naturally aligned, so never atomic. */
+  /** A word split across pieces: staged through bytes, never atomic. */
   #splitWord(
     pieces: readonly number[],
     width: number,
@@ -970,32 +981,49 @@ export class DMAContext {
       if (width === 2) view.setUint16(0, value as number, little);
       else if (width === 4) view.setUint32(0, value as number, little);
       else view.setBigUint64(0, value as bigint, little);
-      copyPieces(this.#guest, pieces, bytes, true);
+      copyPieces(this.#flat, pieces, bytes, true);
       return value;
     }
-    copyPieces(this.#guest, pieces, bytes, false);
+    copyPieces(this.#flat, pieces, bytes, false);
     if (width === 2) return view.getUint16(0, little);
     if (width === 4) return view.getUint32(0, little);
     return view.getBigUint64(0, little);
   }
 
-  /** A fixed-width load: the flat fast path of {@link DMAContext.#readFast}, else {@link DMAContext.#fixed}. */
+  /**
+   * A fixed-width access off the flat fast path (bad numbers, holes, an IOMMU, a word across
+   * pieces): validated, then the general path.
+   */
+  #fixed(
+    addr: number,
+    width: number,
+    bits: number,
+    little: boolean,
+    value: number | bigint,
+    toGuest: boolean,
+  ): number | bigint {
+    checkAddress(addr);
+    checkRange(addr, width);
+    return this.#accessOne(toGuest ? STORE : LOAD, addr, width, bits, undefined, value, little);
+  }
+
+  /** A fixed-width load: the flat fast path, else {@link DMAContext.#fixed}. */
   #load(addr: number, width: 1 | 2 | 4, bits: number, little: boolean): number {
-    const offset = this.#fastOffset(addr, width);
+    const offset = this.#flatOffset(addr, width);
     if (offset < 0) return this.#fixed(addr, width, bits, little, 0, false) as number;
     const strength = strengthCode(bits);
     const value = this.#word(offset, width, little, 0, false, strength !== NONE);
-    this.#after(strength, 'read', addr, width, bits);
+    this.#after(strength, LOAD, addr, width, bits);
     return value;
   }
 
   /** {@link DMAContext.#load} for u64, kept apart so that numbers never meet bigints. */
   #load64(addr: number, bits: number, little: boolean): bigint {
-    const offset = this.#fastOffset(addr, 8);
+    const offset = this.#flatOffset(addr, 8);
     if (offset < 0) return this.#fixed(addr, 8, bits, little, 0n, false) as bigint;
     const strength = strengthCode(bits);
     const value = this.#word64(offset, little, 0n, false, strength !== NONE);
-    this.#after(strength, 'read', addr, 8, bits);
+    this.#after(strength, LOAD, addr, 8, bits);
     return value;
   }
 
@@ -1003,7 +1031,7 @@ export class DMAContext {
     if (typeof value !== 'number' || value < 0 || value > WIDTH_LIMIT[width] || value % 1 !== 0) {
       invalidArgument('value', `an integer from 0 to ${WIDTH_LIMIT[width]}`, value);
     }
-    const offset = this.#fastOffset(addr, width);
+    const offset = this.#flatOffset(addr, width);
     if (offset < 0) {
       this.#fixed(addr, width, bits, little, value, true);
       return;
@@ -1011,14 +1039,15 @@ export class DMAContext {
     const strength = strengthCode(bits);
     if ((strength & RELEASE) !== 0) this.#fence.emit(strength);
     this.#word(offset, width, little, value, true, strength !== NONE);
-    this.#after(strength, 'write', addr, width, bits);
+    this.#marked(addr, width);
+    this.#after(strength, STORE, addr, width, bits);
   }
 
   #store64(addr: number, value: bigint, bits: number, little: boolean): void {
     if (typeof value !== 'bigint' || BigInt.asUintN(64, value) !== value) {
       invalidArgument('value', 'a bigint from 0n to 2n ** 64n - 1n', value);
     }
-    const offset = this.#fastOffset(addr, 8);
+    const offset = this.#flatOffset(addr, 8);
     if (offset < 0) {
       this.#fixed(addr, 8, bits, little, value, true);
       return;
@@ -1026,7 +1055,8 @@ export class DMAContext {
     const strength = strengthCode(bits);
     if ((strength & RELEASE) !== 0) this.#fence.emit(strength);
     this.#word64(offset, little, value, true, strength !== NONE);
-    this.#after(strength, 'write', addr, 8, bits);
+    this.#marked(addr, 8);
+    this.#after(strength, STORE, addr, 8, bits);
   }
 
   /** Emits a barrier and, when tracing, its event. */
@@ -1037,34 +1067,43 @@ export class DMAContext {
   }
 
   /**
-   * Ends a finished access: issues the barrier that goes after it (acquire and full, bit 0 of
-   * the numeric strength, order later accesses after this one) and, when tracing, delivers
-   * its events in program order: the barrier before it (release and full), the access, the
-   * barrier after it.
+   * Ends a finished fast-path access: issues the barrier that goes after it (acquire and
+   * full, bit 0 of the numeric strength, order later accesses after this one) and, when
+   * tracing, delivers its events as {@link DMAContext.#finish} does.
    */
-  #after(strength: number, op: DMATraceOp, addr: number, length: number, attrs: number): void {
-    const trace = this.#trace;
-    if (trace !== undefined) this.#traceAccess(trace, strength, op, addr, length, attrs);
+  #after(strength: number, op: Op, addr: number, length: number, attrs: number): void {
+    if (this.#trace !== undefined) this.#finish(strength, op, [addr, length], 2, length, attrs);
     else if ((strength & ACQUIRE) !== 0) this.#fence.emit(strength);
   }
 
-  // The tracing halves live apart, so that the untraced hot path stays small enough for V8
-  // to inline whole (event objects cost bytecode even when unused).
-
-  #traceAccess(
-    trace: DMATrace,
+  /**
+   * Ends a finished access over `ranges`: issues the barrier after it, then, when tracing,
+   * delivers its events in program order: the barrier before it (release and full, once for
+   * the list), one event per range, the barrier after it. The barrier after is issued
+   * before any event, so that a listener that throws cannot cost the access its ordering;
+   * the ranges are copied first, so that a listener that adds to a list or starts another
+   * access cannot change what is traced.
+   */
+  #finish(
     strength: number,
-    op: DMATraceOp,
-    addr: number,
-    length: number,
+    op: Op,
+    ranges: readonly number[],
+    count: number,
+    total: number,
     attrs: number,
   ): void {
-    // The barrier after the access is issued before any event is delivered: a listener that
-    // throws must not cost the access its ordering.
     if ((strength & ACQUIRE) !== 0) this.#fence.emit(strength);
-    if ((strength & RELEASE) !== 0) this.#traceBarrier(trace, strength, addr, length, attrs);
-    this.#traceEvent(trace, op, addr, length, attrs, strength);
-    if ((strength & ACQUIRE) !== 0) this.#traceBarrier(trace, strength, addr, length, attrs);
+    const trace = this.#trace;
+    if (trace === undefined) return;
+    const listed = ranges.slice(0, count);
+    const first = listed[0] ?? 0;
+    if ((strength & RELEASE) !== 0) this.#traceBarrier(trace, strength, first, total, attrs);
+    const name = OP_NAMES[op] as DMATraceOp;
+    for (let index = 0; index < count; index += 2) {
+      const addr = listed[index] as number;
+      this.#traceEvent(trace, name, addr, listed[index + 1] as number, attrs, strength);
+    }
+    if ((strength & ACQUIRE) !== 0) this.#traceBarrier(trace, strength, first, total, attrs);
   }
 
   #traceBarrier(

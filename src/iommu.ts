@@ -14,7 +14,13 @@ import {
 } from './attributes.js';
 import { resolveBarrierPolicy } from './barrier.js';
 import { DMAError, DMAFault, type DMAFaultAccess, type DMAFaultReason } from './errors.js';
-import { ADDRESS_LIMIT, checkAddress, invalidArgument, isSafeIndex } from './internal/check.js';
+import {
+  ADDRESS_LIMIT,
+  checkAddress,
+  invalidArgument,
+  isPowerOfTwo,
+  isSafeIndex,
+} from './internal/check.js';
 import { describe } from './internal/describe.js';
 import { sharedByteLength } from './internal/intrinsics.js';
 
@@ -147,14 +153,6 @@ class Stall {
     if (this.#deadline === 0) this.#deadline = now + STALL_MS;
     return now > this.#deadline;
   }
-}
-
-/** Exact for every safe integer (a `Math.log2` test is not, above 2^49). At most 53 steps. */
-function isPowerOfTwo(value: unknown): value is number {
-  if (!isSafeIndex(value) || value < 1) return false;
-  let rest = value;
-  while (rest % 2 === 0) rest /= 2;
-  return rest === 1;
 }
 
 function isMaxMappings(value: unknown): value is number {

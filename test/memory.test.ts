@@ -53,7 +53,7 @@ afterEach(() => {
 describe('GuestMemory layout', () => {
   it('`size` makes one RAM region at guest address 0', () => {
     const memory = new GuestMemory({ size: 4096 });
-    expect(memory.regions).toEqual([{ base: 0, size: 4096 }]);
+    expect(memory.regions).toEqual([{ base: 0, size: 4096, offset: 0 }]);
     memory.write(0, Uint8Array.of(1));
     memory.write(4095, Uint8Array.of(2));
     expect(peek(memory, 0, 1)).toEqual([1]);
@@ -70,9 +70,9 @@ describe('GuestMemory layout', () => {
     const memory = new GuestMemory({ regions: SPLIT });
     expect(memory.regions.map((region) => region.base)).toEqual([0x1000, 0x1800, 0x3000]);
     expect(memory.regions).toEqual([
-      { base: 0x1000, size: 0x800 },
-      { base: 0x1800, size: 0x800 },
-      { base: 0x3000, size: 0x100 },
+      { base: 0x1000, size: 0x800, offset: 0 },
+      { base: 0x1800, size: 0x800, offset: 0x800 },
+      { base: 0x3000, size: 0x100, offset: 0x1000 },
     ]);
   });
 
@@ -167,7 +167,10 @@ describe('GuestMemory layout', () => {
     expect(Object.isFrozen(memory.regions)).toBe(true);
     for (const region of memory.regions) expect(Object.isFrozen(region)).toBe(true);
     expect(() => {
-      (memory.regions as { base: number; size: number }[]).push({ base: 0x4000, size: 1 });
+      (memory.regions as unknown as { base: number; size: number }[]).push({
+        base: 0x4000,
+        size: 1,
+      });
     }).toThrow(TypeError);
     expect(() => {
       (memory.regions[0] as { size: number }).size = 1 << 20;
@@ -175,8 +178,8 @@ describe('GuestMemory layout', () => {
     (given[0] as { size: number }).size = 1 << 20;
     given.push({ base: 0x100, size: 1 });
     expect(memory.regions).toEqual([
-      { base: 0, size: 16 },
-      { base: 0x2000, size: 16 },
+      { base: 0, size: 16, offset: 0 },
+      { base: 0x2000, size: 16, offset: 16 },
     ]);
     expectCode(() => {
       memory.write(0x2010, Uint8Array.of(1));
@@ -295,7 +298,7 @@ describe('sharing', () => {
     expect(memory.buffer).toBeInstanceOf(SharedArrayBuffer);
     const handle = memory.handle();
     expect(handle.kind).toBe('dma-attrs:guest-memory');
-    expect(handle.buffer).toBe(memory.buffer);
+    expect(handle.backing).toBe(memory.buffer);
   });
 
   it('`shared: false` gives an ArrayBuffer, whose memory has no handle', () => {
@@ -348,7 +351,8 @@ describe('sharing', () => {
       null,
       {},
       { ...handle, kind: 'something else' },
-      { ...handle, buffer: new ArrayBuffer(64) },
+      { ...handle, backing: new ArrayBuffer(64) },
+      { ...handle, backing: undefined },
       { ...handle, fence: undefined },
       { ...handle, barrierPolicy: 'auto' },
       { ...handle, regions: [{ base: 0, size: 128 }] },

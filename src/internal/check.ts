@@ -13,6 +13,14 @@ export function isSafeIndex(value: unknown): value is number {
   return typeof value === 'number' && value >= 0 && value < ADDRESS_LIMIT && value % 1 === 0;
 }
 
+/** Exact for every safe integer (a `Math.log2` test is not, above 2^49). At most 53 steps. */
+export function isPowerOfTwo(value: unknown): value is number {
+  if (!isSafeIndex(value) || value < 1) return false;
+  let rest = value;
+  while (rest % 2 === 0) rest /= 2;
+  return rest === 1;
+}
+
 /** Throws `ERR_DMA_INVALID_ARGUMENT` naming `what` and the received value. */
 export function invalidArgument(what: string, expected: string, received: unknown): never {
   throw new DMAError(

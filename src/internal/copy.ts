@@ -30,9 +30,12 @@ const HOST_LITTLE_ENDIAN = new Uint8Array(Uint16Array.of(1).buffer)[0] === 1;
 /** `SCRATCH.subarray(0, length)`, made once per length on first use. */
 const SCRATCH_PREFIXES: (Uint8Array | undefined)[] = [];
 
-/** The guest's backing store, seen each way the copies need it; made once per context. */
+/**
+ * The guest's backing store, seen each way the copies need it: the address layer's views
+ * (`FlatView` in address.ts), rebuilt there when the backing's buffer changes.
+ */
 export interface GuestStore {
-  /** Bytes of the whole backing store. */
+  /** Bytes of the backing store. */
   readonly bytes: Uint8Array;
   /** The same bytes for 32-bit loads and stores. */
   readonly view: DataView;
@@ -40,16 +43,6 @@ export interface GuestStore {
   readonly buffer: ArrayBufferLike;
   /** `bytes.byteOffset`. */
   readonly byteOffset: number;
-}
-
-/** The views of a guest memory's backing store that {@link copyOut} and {@link copyIn} use. */
-export function guestStore(bytes: Uint8Array): GuestStore {
-  return {
-    bytes,
-    view: new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength),
-    buffer: bytes.buffer,
-    byteOffset: bytes.byteOffset,
-  };
 }
 
 /**
@@ -135,7 +128,7 @@ export function copyIn(store: GuestStore, at: number, data: Uint8Array, length: 
 
 /**
  * Copies between a caller's buffer and several pieces of guest memory,
- * `[offset0, length0, offset1, ...]` in the backing store, in order. A copy in pieces is only
+ * `[offset0, length0, gpa0, offset1, ...]` in the backing store, in order. A copy in pieces is only
  * right if no piece's store clobbers what a later piece loads, so when the caller's buffer
  * may share bytes with guest memory it goes through a temporary: when it is a view of the
  * same backing buffer, or of any `SharedArrayBuffer`, since two `SharedArrayBuffer` objects
@@ -148,7 +141,7 @@ export function copyPieces(
   toGuest: boolean,
 ): void {
   let total = 0;
-  for (let index = 1; index < pieces.length; index += 2) total += pieces[index] as number;
+  for (let index = 1; index < pieces.length; index += 3) total += pieces[index] as number;
   if (total === 0) return;
   const backing = bufferOfView(buf);
   const staged =
@@ -161,7 +154,7 @@ export function copyPieces(
       setBytes(source, fixedView(buf, 0, total));
     }
     let position = 0;
-    for (let index = 0; index < pieces.length; index += 2) {
+    for (let index = 0; index < pieces.length; index += 3) {
       const runLength = pieces[index + 1] as number;
       if (runLength !== 0) {
         store.bytes.set(fixedView(source, position, runLength), pieces[index]);
@@ -172,7 +165,7 @@ export function copyPieces(
   }
   const target = staged ? new Uint8Array(total) : buf;
   let position = 0;
-  for (let index = 0; index < pieces.length; index += 2) {
+  for (let index = 0; index < pieces.length; index += 3) {
     const runLength = pieces[index + 1] as number;
     if (runLength !== 0) {
       setBytes(target, guestView(store, pieces[index] as number, runLength), position);

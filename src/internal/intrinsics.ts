@@ -136,3 +136,62 @@ export function sharedByteLength(value: unknown): number {
     return -1;
   }
 }
+
+// eslint-disable-next-line @typescript-eslint/unbound-method -- always called with `.call(value)`
+const arrayBufferByteLengthOf = Object.getOwnPropertyDescriptor(ArrayBuffer.prototype, 'byteLength')
+  ?.get as (this: unknown) => number;
+
+/**
+ * The byte length of a genuine `ArrayBuffer` now (0 once detached, the current length of a
+ * resizable one), or -1 for anything else.
+ */
+export function arrayBufferByteLength(value: unknown): number {
+  if (typeof value !== 'object' || value === null) return -1;
+  try {
+    return arrayBufferByteLengthOf.call(value);
+  } catch {
+    return -1;
+  }
+}
+
+/** The resizable-buffer getters that ES2024 added; undefined where the engine lacks them. */
+function bufferFlag(prototype: object, key: string): ((this: unknown) => boolean) | undefined {
+  // eslint-disable-next-line @typescript-eslint/unbound-method -- always called with `.call(value)`
+  return Object.getOwnPropertyDescriptor(prototype, key)?.get as
+    ((this: unknown) => boolean) | undefined;
+}
+const resizableOf = bufferFlag(ArrayBuffer.prototype, 'resizable');
+
+/** Whether a genuine `ArrayBuffer` is resizable (false for anything else). */
+export function isResizable(value: unknown): boolean {
+  try {
+    return resizableOf?.call(value) === true;
+  } catch {
+    return false;
+  }
+}
+
+interface WasmMemoryLike {
+  readonly buffer: ArrayBuffer | SharedArrayBuffer;
+}
+const wasm = (globalThis as { WebAssembly?: { Memory?: { prototype: WasmMemoryLike } } })
+  .WebAssembly;
+const wasmBufferOf = (
+  wasm?.Memory === undefined
+    ? undefined
+    : // eslint-disable-next-line @typescript-eslint/unbound-method -- always called with `.call(value)`
+      Object.getOwnPropertyDescriptor(wasm.Memory.prototype, 'buffer')?.get
+) as ((this: unknown) => ArrayBuffer | SharedArrayBuffer) | undefined;
+
+/**
+ * The current buffer of a genuine `WebAssembly.Memory` (a new object after every `grow`), or
+ * undefined for anything else: the builtin getter, never a `buffer` property a caller set.
+ */
+export function wasmMemoryBuffer(value: unknown): ArrayBuffer | SharedArrayBuffer | undefined {
+  if (wasmBufferOf === undefined || typeof value !== 'object' || value === null) return undefined;
+  try {
+    return wasmBufferOf.call(value);
+  } catch {
+    return undefined;
+  }
+}

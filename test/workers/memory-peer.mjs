@@ -16,7 +16,7 @@ function run(request) {
       const memory = GuestMemory.fromHandle(request.handle);
       ctx = new DMAContext(memory);
       return {
-        regions: memory.regions.map(({ base, size }) => ({ base, size })),
+        regions: memory.regions.map(({ base, size, offset }) => ({ base, size, offset })),
         shared: memory.shared,
         barrierPolicy: memory.barrierPolicy,
         isShared: memory.buffer instanceof SharedArrayBuffer,
