@@ -214,6 +214,47 @@ export function computeBudgets({ micro, allocation, codemod, elapsedSeconds }) {
     });
   }
 
+  // ---- issue 10: adopted memory and the dirty log -------------------------------------------
+  for (const size of [8, 64, 4096]) {
+    for (const op of ['read', 'write']) {
+      ratio(
+        10,
+        `adopted memory at an offset, ${op} ${size} B ≤ 1.05× allocated`,
+        `adopted ${op} ${size}B offset`,
+        `relaxed ${op} ${size}B tso`,
+        1.05,
+      );
+    }
+  }
+  ratio(
+    10,
+    'adopted memory at an offset, readU32LE ≤ 1.05× allocated',
+    'adopted readU32LE offset',
+    'relaxed readU32LE tso',
+    1.05,
+  );
+  ratio(
+    10,
+    'adopted memory at an offset, writeU32LE ≤ 1.05× allocated',
+    'adopted writeU32LE offset',
+    'relaxed writeU32LE tso',
+    1.05,
+  );
+  delta(
+    10,
+    'dirty log (one client), write 8 B ≤ no log + 12 ns',
+    'dirty-log write 8B one client',
+    'relaxed write 8B tso',
+    12,
+  );
+  delta(
+    10,
+    'dirty log (one client), write 4 KiB ≤ no log + 15 ns',
+    'dirty-log write 4096B one client',
+    'relaxed write 4096B tso',
+    15,
+  );
+
   // ---- issue 3: the IOMMU -------------------------------------------------------------------
   for (const size of [64, 4096]) {
     for (const op of ['read', 'write']) {

@@ -270,6 +270,57 @@ export function microBenchmarks(doNotOptimize) {
     });
   }
 
+  // ---- issue 10: adopted memory at an offset, and the dirty log ----------------------------
+  {
+    // RAM at 64 KiB + 8 into an emulator's own buffer, as a wasm heap holds it.
+    const RAM_OFFSET = 65536 + 8;
+    const backing = new SharedArrayBuffer(RAM_OFFSET + MEMORY_SIZE);
+    const adopted = new DMAContext(
+      new GuestMemory({
+        backing,
+        regions: [{ base: 0, size: MEMORY_SIZE, offset: RAM_OFFSET }],
+        barrierPolicy: 'tso',
+      }),
+    );
+    const logged = new DMAContext(
+      new GuestMemory({ size: MEMORY_SIZE, barrierPolicy: 'tso', dirtyLog: { clients: ['code'] } }),
+    );
+    for (const size of [8, 64, 4096]) {
+      const buf = buffers.get(size);
+      const meta = (op, where) => ({ group: 'adopted', op, size, strength: `relaxed, ${where}` });
+      add(`adopted read ${size}B offset`, meta('read', 'adopted at an offset'), () => {
+        adopted.read(ADDR, buf, RELAXED);
+      });
+      add(`adopted write ${size}B offset`, meta('write', 'adopted at an offset'), () => {
+        adopted.write(ADDR, buf, RELAXED);
+      });
+      add(`dirty-log write ${size}B one client`, meta('write', 'dirty log, one client'), () => {
+        logged.write(ADDR, buf, RELAXED);
+      });
+    }
+    add(
+      'adopted readU32LE offset',
+      fixed('readU32LE', 4, 'relaxed, adopted', 'tso', 'adopted'),
+      () => {
+        doNotOptimize(adopted.readU32LE(ADDR, RELAXED));
+      },
+    );
+    add(
+      'adopted writeU32LE offset',
+      fixed('writeU32LE', 4, 'relaxed, adopted', 'tso', 'adopted'),
+      () => {
+        adopted.writeU32LE(ADDR, next(), RELAXED);
+      },
+    );
+    add(
+      'dirty-log writeU32LE one client',
+      fixed('writeU32LE', 4, 'relaxed, dirty log', 'tso', 'adopted'),
+      () => {
+        logged.writeU32LE(ADDR, next(), RELAXED);
+      },
+    );
+  }
+
   // ---- the legacy API beside the new one, for the same work ---------------------------------
   {
     const buf = buffers.get(64);

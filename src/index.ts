@@ -44,10 +44,14 @@ export {
   type IommuFaultListener,
   type IommuTranslation,
 } from './iommu.js';
+export { DirtyLog, type DirtyLogOptions } from './dirty.js';
 export {
   GuestMemory,
+  type FenceLocation,
+  type GuestMemoryBacking,
   type GuestMemoryHandle,
   type GuestMemoryOptions,
   type GuestMemoryRegion,
+  type WebAssemblyMemory,
 } from './memory.js';
 export { ScatterGatherList } from './sglist.js';

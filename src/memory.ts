@@ -123,8 +123,11 @@ export interface GuestMemoryHandle {
   readonly barrierPolicy: 'strict' | 'tso';
   /** The dirty log's clients, page size and bitmap, when the memory has one. */
   readonly dirtyLog?: {
+    /** The clients, in order: client `i`'s bitmap is the `i`-th stretch of `bitmap`. */
     readonly clients: readonly string[];
+    /** The log's page size. */
     readonly pageSize: number;
+    /** Every client's bits, shared with every thread holding the memory. */
     readonly bitmap: SharedArrayBuffer;
   };
 }
@@ -326,8 +329,9 @@ export let memoryParts: (memory: GuestMemory) => MemoryParts;
  * const same = GuestMemory.fromHandle(handle);
  * ```
  *
- * @example Adopting RAM at `ramPtr` in a shared wasm heap, with the fence word in it too:
+ * @example Adopting RAM in a wasm heap
  * ```ts
+ * // RAM at ramPtr in a shared wasm heap, and the fence word there too:
  * const memory = new GuestMemory({
  *   backing: wasmMemory,
  *   regions: [{ base: 0, size: 256 << 20, offset: ramPtr }],
