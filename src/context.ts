@@ -91,6 +91,8 @@ interface Mapping {
   readonly attrs: number;
   /** The guest-physical address of the view's first byte. */
   readonly gpa: number;
+  /** The view's length when mapped. */
+  readonly length: number;
 }
 
 // What an access does with its resolved pieces. The general path takes one of these; each
@@ -456,7 +458,7 @@ export class DMAContext {
         : unassignedBehindIommu(addr, length, bits, gpa, 1);
     }
     const view = new Uint8Array(flat.buffer, offset, mappedLength);
-    this.#mappings.set(view, { addr, attrs: bits, gpa });
+    this.#mappings.set(view, { addr, attrs: bits, gpa, length: mappedLength });
     // A map issues its barrier after mapping only: acquire for READ, full for BIDIRECTIONAL.
     const strength = mapStrength(bits);
     if (strength !== NONE) this.#fence.emit(strength);
@@ -480,11 +482,14 @@ export class DMAContext {
    * one already unmapped, or an accessed length beyond the view.
    */
   unmap(view: Uint8Array, accessedLength?: number): void {
-    const viewLength = bufferLength(view, 'view');
+    bufferLength(view, 'view');
     const mapping = this.#mappings.get(view);
     if (mapping === undefined) {
       invalidArgument('view', 'a view mapped by this context and not yet unmapped', view);
     }
+    // The length it was mapped with: a grow of an unshared wasm memory detaches the view (its
+    // length is then 0), but what the device stored through it before is in the new buffer.
+    const viewLength = mapping.length;
     // Only undefined means "the whole view": a null from JavaScript is a wrong type.
     const given: unknown = accessedLength;
     const length = given === undefined ? viewLength : given;
