@@ -10,10 +10,19 @@
  *
  * The views of the backing are rebuilt when its buffer changes under them: an unshared
  * `WebAssembly.Memory` that grew (its old `ArrayBuffer` is detached), a resizable
- * `ArrayBuffer` that shrank or grew again. The views have a fixed length, so a change only
- * makes them shorter (a detached or out-of-bounds view has length 0); the fast path's range
- * check includes the view's length, and a range beyond it takes the slow path, which
- * rebuilds the views once and looks again.
+ * `ArrayBuffer` that shrank or grew again, an `ArrayBuffer` transferred away. Only unshared
+ * backings can do that: a shared buffer never shrinks or detaches, and a grown one leaves
+ * the old views valid. How a change is noticed without costing the fast path anything:
+ *
+ * - The fast path trusts the views. They have a fixed length, so on a buffer that was
+ *   detached or shrunk below them every operation the copies use throws (a `DataView`
+ *   access, `Atomics`, `set`, `fill`; the copies never index guest bytes, which would fail
+ *   silently), before any byte moves. The accessor catches that and takes the slow path.
+ * - The slow path ({@link FlatView.resolve}) asks the buffer itself, with the builtin
+ *   getters, whether it changed, and rebuilds the views first if it did.
+ *
+ * The views' own `length` is never the test: V8 11 (Node 20) can answer a detached view's
+ * old length from optimised code that has also seen views of resizable buffers.
  *
  * @module
  */
@@ -129,13 +138,21 @@ export class FlatView {
   /** Where the last span ends in the backing: how far the views ever need to reach. */
   readonly #limit: number;
   readonly #current: CurrentBuffer;
+  /** Whether the backing can change under the views: it is unshared. */
+  readonly #mayChange: boolean;
+  /** How many bytes the views cover: a plain number, never a view's `length`. */
+  #available = 0;
+  /** The buffer the views were made on, and its length then. */
+  #source: ArrayBufferLike = EMPTY;
+  #sourceLength = 0;
 
   /**
    * @param regions - the placed regions, sorted by base, each already checked to lie
    * inside the backing's current length.
    * @param current - the backing's buffer as it is now.
+   * @param mayChange - whether the backing is unshared, and so may detach or shrink.
    */
-  constructor(regions: readonly PlacedRegion[], current: CurrentBuffer) {
+  constructor(regions: readonly PlacedRegion[], current: CurrentBuffer, mayChange: boolean) {
     const { bases, ends, offsets } = spansOf(regions);
     this.#spanBase = Float64Array.from(bases);
     this.#spanEnd = Float64Array.from(ends);
@@ -148,6 +165,7 @@ export class FlatView {
     for (const region of regions) limit = Math.max(limit, region.offset + region.size);
     this.#limit = limit;
     this.#current = current;
+    this.#mayChange = mayChange;
     // Assigned by refresh; repeated here so that every field has its shape from the start.
     this.bytes = new Uint8Array(EMPTY);
     this.view = new DataView(EMPTY);
@@ -165,7 +183,8 @@ export class FlatView {
    */
   refresh(): void {
     const buffer = this.#current();
-    const length = Math.min(currentLength(buffer), this.#limit);
+    const sourceLength = currentLength(buffer);
+    const length = Math.min(sourceLength, this.#limit);
     const usable = length === 0 ? EMPTY : buffer;
     this.bytes = new Uint8Array(usable, 0, length);
     this.view = new DataView(usable, 0, length);
@@ -173,18 +192,35 @@ export class FlatView {
     this.u32 = new Uint32Array(usable, 0, Math.floor(length / 4));
     this.u64 = new BigUint64Array(usable, 0, Math.floor(length / 8));
     this.buffer = usable;
+    this.#available = length;
+    this.#source = buffer;
+    this.#sourceLength = sourceLength;
+  }
+
+  /**
+   * Whether the backing's buffer is no longer what the views were made on: replaced (a
+   * wasm `grow`), detached, or resized. Asks the buffer with the builtin getters: a few
+   * nanoseconds, so only the slow path and a failed fast path ask.
+   */
+  stale(): boolean {
+    return this.#current() !== this.#source || currentLength(this.#source) !== this.#sourceLength;
+  }
+
+  /** Rebuilds the views if the backing changed under them; free for shared backings. */
+  refreshIfStale(): void {
+    if (this.#mayChange && this.stale()) this.refresh();
   }
 
   /**
    * The backing offset of `length` (at least 1) bytes of RAM at `gpa` when they are one
-   * piece inside the current views, or -1 (a hole, two pieces, or stale views: the slow
-   * path, {@link FlatView.resolve}, tells them apart). Unchecked: callers validate `gpa` and
+   * piece inside the views, or -1 (a hole, two pieces, or bytes a shrunk backing no longer
+   * has: the slow path, {@link FlatView.resolve}, tells them apart). Unchecked: callers validate `gpa` and
    * `length` as safe non-negative integers.
    */
   locate(gpa: number, length: number): number {
     if (gpa >= this.#base0 && gpa + length <= this.#end0) {
       const offset = this.#offset0 + (gpa - this.#base0);
-      return offset + length <= this.bytes.length ? offset : -1;
+      return offset + length <= this.#available ? offset : -1;
     }
     return this.#single ? -1 : this.#locateBeyondFirst(gpa, length);
   }
@@ -194,7 +230,7 @@ export class FlatView {
     const index = this.#spanAt(gpa);
     if (index < 0 || gpa + length > (this.#spanEnd[index] as number)) return -1;
     const offset = (this.#spanOffset[index] as number) + (gpa - (this.#spanBase[index] as number));
-    return offset + length <= this.bytes.length ? offset : -1;
+    return offset + length <= this.#available ? offset : -1;
   }
 
   /** The span holding `gpa`, or -1 in a hole. */
@@ -210,22 +246,21 @@ export class FlatView {
    * Resolves `length` bytes of RAM at `gpa` into backing pieces, pushing
    * `offset, length, gpa` for each onto `out`: one piece per span the range crosses. Returns
    * false, having pushed nothing, when the range touches a hole or bytes the backing no
-   * longer has. Rebuilds stale views once. Unchecked, as {@link FlatView.locate}.
+   * longer has. Rebuilds the views first if the backing changed under them, so that the
+   * pieces are good for the views until the caller's next call into code not its own.
+   * Unchecked, as {@link FlatView.locate}.
    */
   resolve(gpa: number, length: number, out: number[]): boolean {
     if (length === 0) return true;
+    this.refreshIfStale();
     const first = out.length;
-    if (this.#resolveIn(gpa, length, out)) return true;
-    out.length = first;
-    // Either a hole, or views made before the backing changed: look once more, afresh.
-    this.refresh();
     if (this.#resolveIn(gpa, length, out)) return true;
     out.length = first;
     return false;
   }
 
   #resolveIn(gpa: number, length: number, out: number[]): boolean {
-    const available = this.bytes.length;
+    const available = this.#available;
     let at = gpa;
     let left = length;
     // Each round consumes one span: at most as many rounds as there are spans.
@@ -244,14 +279,14 @@ export class FlatView {
 
   /**
    * How many bytes from `gpa` are one piece of RAM inside the current views (0 in a hole):
-   * what `map` can hand out as one view. Rebuilds stale views once. Unchecked.
+   * what `map` can hand out as one view. Rebuilds stale views first. Unchecked.
    */
   extent(gpa: number): number {
+    this.refreshIfStale();
     const index = this.#spanAt(gpa);
     if (index < 0) return 0;
     const offset = (this.#spanOffset[index] as number) + (gpa - (this.#spanBase[index] as number));
     const remaining = (this.#spanEnd[index] as number) - gpa;
-    if (offset + remaining > this.bytes.length) this.refresh();
-    return Math.max(0, Math.min(remaining, this.bytes.length - offset));
+    return Math.max(0, Math.min(remaining, this.#available - offset));
   }
 }

@@ -374,7 +374,13 @@ export class DMAContext {
         const strength = strengthCode(bits);
         if ((strength & RELEASE) !== 0) this.#fence.emit(strength);
         // `fill` throws on a detached view even for no bytes: a zero-length set touches none.
-        if (length !== 0) this.#flat.bytes.fill(value, offset, offset + length);
+        try {
+          if (length !== 0) this.#flat.bytes.fill(value, offset, offset + length);
+        } catch (error) {
+          this.#recover(error);
+          this.#accessOne(FILL, addr, length, bits, undefined, value, true);
+          return;
+        }
         this.#marked(addr, length);
         this.#after(strength, FILL, addr, length, bits);
         return;
@@ -779,6 +785,16 @@ export class DMAContext {
   }
 
   /**
+   * What a fast path does when its move threw: nothing had moved (on a detached or shrunk
+   * buffer the first guest operation throws; see address.ts), so when the backing changed
+   * under the views, the caller redoes the access on the general path, which rebuilds them.
+   * Anything else (a stack overflow) is rethrown.
+   */
+  #recover(error: unknown): void {
+    if (!this.#flat.stale()) throw error;
+  }
+
+  /**
    * The backing offset for the flat fast paths, or -1 when they do not apply: an IOMMU, a
    * number that is not a safe address, or a range that is not one piece of RAM inside the
    * current views (the general path then tells a hole from a backing that changed).
@@ -802,7 +818,13 @@ export class DMAContext {
       const offset = this.#flatOffset(addr, length);
       if (offset >= 0) {
         // A read asks for acquire (after) or none: nothing goes before it.
-        copyOut(this.#flat, offset, buf, length);
+        try {
+          copyOut(this.#flat, offset, buf, length);
+        } catch (error) {
+          this.#recover(error);
+          this.#accessOne(OUT, addr, length, bits, buf, 0, true);
+          return;
+        }
         this.#after(strengthCode(bits), OUT, addr, length, bits);
         return;
       }
@@ -825,7 +847,13 @@ export class DMAContext {
       if (offset >= 0) {
         const strength = strengthCode(bits);
         if ((strength & RELEASE) !== 0) this.#fence.emit(strength);
-        copyIn(this.#flat, offset, data, length);
+        try {
+          copyIn(this.#flat, offset, data, length);
+        } catch (error) {
+          this.#recover(error);
+          this.#accessOne(IN, addr, length, bits, data, 0, true);
+          return;
+        }
         this.#marked(addr, length);
         this.#after(strength, IN, addr, length, bits);
         return;
@@ -884,6 +912,9 @@ export class DMAContext {
       if ((strength & RELEASE) !== 0) this.#fence.emit(strength);
       if (toGuest) copyIn(this.#flat, offset, buf, length);
       else copyOut(this.#flat, offset, buf, length);
+    } catch (error) {
+      this.#recover(error);
+      return false;
     } finally {
       iommuAccess.leave(iommu, slot);
     }
@@ -1017,7 +1048,13 @@ export class DMAContext {
     const offset = this.#flatOffset(addr, width);
     if (offset < 0) return this.#fixed(addr, width, bits, little, 0, false) as number;
     const strength = strengthCode(bits);
-    const value = this.#word(offset, width, little, 0, false, strength !== NONE);
+    let value: number;
+    try {
+      value = this.#word(offset, width, little, 0, false, strength !== NONE);
+    } catch (error) {
+      this.#recover(error);
+      return this.#fixed(addr, width, bits, little, 0, false) as number;
+    }
     this.#after(strength, LOAD, addr, width, bits);
     return value;
   }
@@ -1027,7 +1064,13 @@ export class DMAContext {
     const offset = this.#flatOffset(addr, 8);
     if (offset < 0) return this.#fixed(addr, 8, bits, little, 0n, false) as bigint;
     const strength = strengthCode(bits);
-    const value = this.#word64(offset, little, 0n, false, strength !== NONE);
+    let value: bigint;
+    try {
+      value = this.#word64(offset, little, 0n, false, strength !== NONE);
+    } catch (error) {
+      this.#recover(error);
+      return this.#fixed(addr, 8, bits, little, 0n, false) as bigint;
+    }
     this.#after(strength, LOAD, addr, 8, bits);
     return value;
   }
@@ -1043,7 +1086,13 @@ export class DMAContext {
     }
     const strength = strengthCode(bits);
     if ((strength & RELEASE) !== 0) this.#fence.emit(strength);
-    this.#word(offset, width, little, value, true, strength !== NONE);
+    try {
+      this.#word(offset, width, little, value, true, strength !== NONE);
+    } catch (error) {
+      this.#recover(error);
+      this.#fixed(addr, width, bits, little, value, true);
+      return;
+    }
     this.#marked(addr, width);
     this.#after(strength, STORE, addr, width, bits);
   }
@@ -1059,7 +1108,13 @@ export class DMAContext {
     }
     const strength = strengthCode(bits);
     if ((strength & RELEASE) !== 0) this.#fence.emit(strength);
-    this.#word64(offset, little, value, true, strength !== NONE);
+    try {
+      this.#word64(offset, little, value, true, strength !== NONE);
+    } catch (error) {
+      this.#recover(error);
+      this.#fixed(addr, 8, bits, little, value, true);
+      return;
+    }
     this.#marked(addr, 8);
     this.#after(strength, STORE, addr, 8, bits);
   }

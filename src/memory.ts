@@ -456,7 +456,7 @@ export class GuestMemory {
       this.#fenceLocation = Object.freeze({ buffer, byteOffset: 0 });
       word = new Int32Array(buffer, 0, 1);
     }
-    const flat = new FlatView(placed.regions, this.#current);
+    const flat = new FlatView(placed.regions, this.#current, !shared);
     const dirty = this.#dirtyBitmap(dirtyLog, placed.regions, adoptedBitmap);
     this.#regions = Object.freeze(placed.regions.map((region) => Object.freeze({ ...region })));
     this.#parts = { flat, fence: new Fence(word, this.#barrierPolicy), dirty };
@@ -485,7 +485,7 @@ export class GuestMemory {
   /** A byte view of the backing up to the end of its last region. @internal */
   get bytes(): Uint8Array {
     const flat = this.#parts.flat;
-    flat.refresh();
+    flat.refreshIfStale();
     return flat.bytes;
   }
 

@@ -5,6 +5,10 @@
  * (a mapped view, or any view of the memory's buffer), without asking which buffer backs it:
  * `TypedArray.prototype.buffer` is a ~30 ns builtin call, more than a whole small copy.
  *
+ * - Guest memory is never indexed as elements: on a view whose buffer was detached or
+ *   shrunk, an element load answers `undefined` and a store does nothing, silently, where a
+ *   `DataView` access, `set` and `fill` throw before any byte moves. The address layer
+ *   (address.ts) relies on that throw to notice a backing that changed.
  * - Small copies are staged through a private scratch buffer: every load from the source
  *   happens before the first store to the destination, which is what makes an overlapping
  *   copy correct. Guest memory is read and written in 32-bit words through a `DataView`
@@ -64,8 +68,7 @@ export function copyOut(store: GuestStore, at: number, buf: Uint8Array, length: 
   for (; index + 4 <= length; index += 4) {
     SCRATCH_WORDS[index >> 2] = view.getInt32(offset + index, HOST_LITTLE_ENDIAN);
   }
-  const bytes = store.bytes;
-  for (; index < length; index++) SCRATCH[index] = bytes[offset + index] as number;
+  for (; index < length; index++) SCRATCH[index] = view.getUint8(offset + index);
   for (index = 0; index < length; index++) buf[index] = SCRATCH[index] as number;
 }
 
@@ -83,8 +86,7 @@ function copyOutLong(store: GuestStore, at: number, buf: Uint8Array, length: num
       SCRATCH_WORDS[index >> 2] = view.getInt32(offset + index, HOST_LITTLE_ENDIAN);
       index += 4;
     }
-    const bytes = store.bytes;
-    for (; index < length; index++) SCRATCH[index] = bytes[offset + index] as number;
+    for (; index < length; index++) SCRATCH[index] = view.getUint8(offset + index);
     // Above LOOP_OUT bytes (copyOut takes the shorter ones), one `set` beats a byte loop.
     let prefix = SCRATCH_PREFIXES[length];
     if (prefix === undefined) {
@@ -119,8 +121,7 @@ export function copyIn(store: GuestStore, at: number, data: Uint8Array, length: 
     for (index = 0; index + 4 <= length; index += 4) {
       view.setInt32(offset + index, SCRATCH_WORDS[index >> 2] as number, HOST_LITTLE_ENDIAN);
     }
-    const bytes = store.bytes;
-    for (; index < length; index++) bytes[offset + index] = SCRATCH[index] as number;
+    for (; index < length; index++) view.setUint8(offset + index, SCRATCH[index] as number);
   } else {
     store.bytes.set(data, at);
   }
