@@ -151,6 +151,9 @@ function readRegions(size: unknown, regions: unknown, adopting: boolean): GivenR
   }
   if (regions === undefined) {
     if (adopting) {
+      if (size !== undefined) {
+        invalidArgument('size', 'left out with backing: give regions, each with its offset', size);
+      }
       invalidArgument('regions', 'given with backing, each with its offset', regions);
     }
     if (!isSafeIndex(size) || size === 0) invalidArgument('size', 'a positive safe integer', size);
@@ -507,11 +510,19 @@ export class GuestMemory {
     >;
     if (
       kind !== 'dma-attrs:guest-memory' ||
-      (barrierPolicy !== 'strict' && barrierPolicy !== 'tso') ||
-      fence === undefined ||
-      !readBacking(backing, 'handle.backing').shared
+      (barrierPolicy !== 'strict' && barrierPolicy !== 'tso')
     ) {
       invalidArgument('handle', 'an object made by GuestMemory.handle()', handle);
+    }
+    if (!readBacking(backing, 'handle.backing').shared) {
+      invalidArgument(
+        'handle.backing',
+        'a SharedArrayBuffer or a shared WebAssembly.Memory',
+        backing,
+      );
+    }
+    if (fence === undefined) {
+      invalidArgument('handle.fence', 'an object { buffer, byteOffset }', fence);
     }
     const own: GuestMemoryOptions = {
       backing: backing as GuestMemoryBacking,

@@ -10,6 +10,23 @@ import {
   type GuestMemoryHandle,
   type GuestMemoryOptions,
 } from '../src/index.js';
+import {
+  ADOPTED_KINDS,
+  MEMORY_KINDS,
+  WASM_PAGE,
+  WasmMemoryCtor,
+  fillFrom,
+  isSharedBacking,
+  kindLabel,
+  makeBacking,
+  makeMemory,
+  sameOutside,
+  type Backing,
+  type Layout,
+  type MadeMemory,
+  type MemoryKind,
+  type WasmMemory,
+} from './support/memories.js';
 
 const { READ, WRITE, BIDIRECTIONAL, RELAXED } = DMAAttributes;
 
@@ -22,8 +39,34 @@ const HOLE = 64;
 const END = 192;
 const BUF_LENGTH = 16;
 
+/**
+ * Adopted memory has the same RAM with [0, 64) split into two guest-adjacent regions that
+ * are apart in the backing, at offsets the test chose (SPEC §4.1), canaries all around.
+ */
+const ADOPTED_REGIONS = [
+  { base: 0, size: 32 },
+  { base: 32, size: 32 },
+  { base: 128, size: 64 },
+];
+const ADOPTED_LAYOUTS: Readonly<Record<Exclude<MemoryKind, 'allocated'>, Layout>> = {
+  SharedArrayBuffer: {},
+  ArrayBuffer: { order: [1, 2, 0], lead: 0x50 },
+  'shared WebAssembly.Memory': { order: [0, 2, 1], lead: 0x1000 },
+  'unshared WebAssembly.Memory': { order: [2, 0, 1], lead: 0x18, gap: 0x41 },
+};
+/** The memories that have a handle. */
+const SHARED_KINDS: readonly MemoryKind[] = MEMORY_KINDS.filter(
+  (kind) => kind === 'allocated' || isSharedBacking(kind),
+);
+/** Runs once: the case makes its own memory (the harness still checks an env's memory is untouched). */
+const ONCE: readonly MemoryKind[] = ['allocated'];
+/** Every env memory keeps a dirty log: a failed call must mark nothing. */
+const DIRTY_LOG = { clients: ['code', 'migration'], pageSize: 64 } as const;
+
 /** What a case works on: a traced context on freshly randomised memory. */
 interface Env {
+  readonly kind: MemoryKind;
+  readonly made: MadeMemory;
   readonly memory: GuestMemory;
   readonly ctx: DMAContext;
   /** The caller's buffer, 16 random non-zero bytes. */
@@ -40,6 +83,13 @@ interface Case {
   readonly code: DMAErrorCode;
   /** Text the message must contain: the bad value, and usually the argument's name. */
   readonly mentions: readonly string[];
+  /** What the message must match as well: the region or option, and the value. */
+  readonly pattern?: RegExp | ((env: Env) => RegExp);
+  /**
+   * The memories the case runs on (all by default): the handle cases need shared memory,
+   * and a case that makes its own memory runs once.
+   */
+  readonly kinds?: readonly MemoryKind[];
   /** For faults: the address, length and attributes the fault must carry. */
   readonly fault?: { addr: number; length: number; attrs: number };
   /** Makes the case's own argument; the harness fills it with non-zero bytes. */
@@ -62,8 +112,14 @@ function nonZeroBytes(seed: number): () => number {
   };
 }
 
+function isWasmMemory(value: unknown): value is WasmMemory {
+  return value instanceof WasmMemoryCtor;
+}
+
 function fillNonZero(target: unknown, next: () => number): void {
-  if (Array.isArray(target)) {
+  if (isWasmMemory(target)) {
+    fillNonZero(target.buffer, next);
+  } else if (Array.isArray(target)) {
     for (let index = 0; index < target.length; index++) target[index] = next();
   } else if (ArrayBuffer.isView(target)) {
     const bytes = new Uint8Array(target.buffer, target.byteOffset, target.byteLength);
@@ -75,6 +131,7 @@ function fillNonZero(target: unknown, next: () => number): void {
 
 /** A copy of every byte (or element) of a buffer-like value, or the value itself. */
 function snapshot(target: unknown): unknown {
+  if (isWasmMemory(target)) return snapshot(target.buffer);
   if (Array.isArray(target)) return [...(target as unknown[])];
   if (ArrayBuffer.isView(target)) {
     return Array.from(new Uint8Array(target.buffer, target.byteOffset, target.byteLength));
@@ -85,23 +142,32 @@ function snapshot(target: unknown): unknown {
   return target;
 }
 
-function makeEnv(seed: number, alien?: () => unknown): Env {
+function makeEnv(seed: number, alien?: () => unknown, kind: MemoryKind = 'allocated'): Env {
   const next = nonZeroBytes(seed);
   const events: DMATraceEvent[] = [];
-  const memory = new GuestMemory({ regions: REGIONS, barrierPolicy: 'strict' });
+  const made =
+    kind === 'allocated'
+      ? makeMemory(kind, REGIONS, { barrierPolicy: 'strict', dirtyLog: DIRTY_LOG })
+      : makeMemory(kind, ADOPTED_REGIONS, {
+          barrierPolicy: 'strict',
+          dirtyLog: DIRTY_LOG,
+          layout: ADOPTED_LAYOUTS[kind],
+        });
+  const { memory } = made;
   const ctx = new DMAContext(memory, {
     trace: (event) => {
       events.push(event);
     },
   });
   const view = ctx.map(0, BUF_LENGTH, BIDIRECTIONAL);
-  fillNonZero(memory.bytes, next);
+  // Every byte of the backing: the regions and the canaries around them.
+  fillFrom(made.bytes(), seed);
   const buf = new Uint8Array(BUF_LENGTH);
   fillNonZero(buf, next);
-  const made = alien?.();
-  fillNonZero(made, next);
+  const own = alien?.();
+  fillNonZero(own, next);
   events.length = 0;
-  return { memory, ctx, buf, view, alien: made, events };
+  return { kind, made, memory, ctx, buf, view, alien: own, events };
 }
 
 // ---------------------------------------------------------------------------------------
@@ -504,6 +570,7 @@ const constructors: Case[] = [
     name: `new GuestMemory rejects ${label}`,
     code: 'ERR_DMA_INVALID_ARGUMENT' as const,
     mentions,
+    kinds: ONCE,
     call: () => new GuestMemory(options as GuestMemoryOptions),
   })),
   ...(
@@ -542,10 +609,444 @@ const constructors: Case[] = [
   })),
 ];
 
+/** Byte length of a test backing of `kind`: 256 bytes, or one wasm page. */
+function backingBytes(kind: Exclude<MemoryKind, 'allocated'>): number {
+  return kind.endsWith('Memory') ? WASM_PAGE : 256;
+}
+
+/** `[label, options given the case's own backing, pattern, mentions?]` */
+type AdoptCase = [string, (backing: Backing) => unknown, RegExp, string[]?];
+
+/**
+ * Cases that build a memory on a backing of their own (the case's alien: filled with
+ * non-zero bytes before, compared after, so a failed constructor must leave all of it as
+ * it was) and must be refused naming the region or option and the value.
+ */
+function adoptCases(kind: Exclude<MemoryKind, 'allocated'>, cases: AdoptCase[]): Case[] {
+  return cases.map(([label, options, pattern, mentions]) => ({
+    name: `new GuestMemory on ${kindLabel(kind)} rejects ${label}`,
+    code: 'ERR_DMA_INVALID_ARGUMENT' as const,
+    mentions: mentions ?? [],
+    pattern,
+    kinds: ONCE,
+    alien: () => makeBacking(kind, backingBytes(kind)),
+    call: ({ alien }: Env) => new GuestMemory(options(alien as Backing) as GuestMemoryOptions),
+  }));
+}
+
+/** Offsets that are not non-negative safe integers, and how a message shows them. */
+const badOffsets: [unknown, string][] = [
+  [-8, '-8'],
+  [1.5, '1\\.5'],
+  [2 ** 53, '9007199254740992'],
+  [NaN, 'NaN'],
+  [Infinity, 'Infinity'],
+  ['8', '"8"'],
+  [8n, '8n'],
+  [null, 'null'],
+  [{}, 'an object'],
+];
+
+const adoptedOptions: Case[] = ADOPTED_KINDS.flatMap((kind) => {
+  const length = backingBytes(kind);
+  const shared = isSharedBacking(kind);
+  const region = { base: 0, size: 64, offset: 8 };
+  return adoptCases(kind, [
+    [
+      'a region without an offset',
+      (backing) => ({ backing, regions: [{ base: 0, size: 64 }] }),
+      /regions\[0\]\.offset\b.*\bundefined\b/s,
+    ],
+    [
+      'a second region without an offset',
+      (backing) => ({ backing, regions: [region, { base: 128, size: 8 }] }),
+      /regions\[1\]\.offset\b.*\bundefined\b/s,
+    ],
+    ...badOffsets.map(([offset, shown]): AdoptCase => [
+      `the offset ${shown.replace('\\', '')}`,
+      (backing) => ({ backing, regions: [{ base: 0, size: 64, offset }] }),
+      new RegExp(`regions\\[0\\]\\.offset\\b.*${shown}`, 's'),
+    ]),
+    [
+      'an offset that is not congruent to its base modulo 8',
+      (backing) => ({ backing, regions: [{ base: 0, size: 8, offset: 4 }] }),
+      /regions\[0\]\.offset\b.*\b4\b/s,
+    ],
+    [
+      'an odd base at an even offset',
+      (backing) => ({ backing, regions: [{ base: 3, size: 8, offset: 8 }] }),
+      /regions\[0\]\.offset\b.*\b8\b/s,
+    ],
+    [
+      'a second region whose offset is not congruent to its base',
+      (backing) => ({ backing, regions: [region, { base: 64, size: 8, offset: 17 }] }),
+      /regions\[1\]\.offset\b.*\b17\b/s,
+    ],
+    [
+      'a region whose offset + size runs past the end of the backing',
+      (backing) => ({ backing, regions: [{ base: 0, size: 64, offset: length - 32 }] }),
+      new RegExp(`regions\\[0\\]\\D.*\\b${length - 32}\\b`, 's'),
+    ],
+    [
+      'a region larger than the backing',
+      (backing) => ({ backing, regions: [{ base: 0, size: length + 8, offset: 0 }] }),
+      new RegExp(`regions\\[0\\]\\D.*\\b${length + 8}\\b`, 's'),
+    ],
+    [
+      'a region that starts at the end of the backing',
+      (backing) => ({ backing, regions: [{ base: 0, size: 8, offset: length }] }),
+      new RegExp(`regions\\[0\\]\\D.*\\b${length}\\b`, 's'),
+    ],
+    [
+      'a second region past the end of the backing',
+      (backing) => ({
+        backing,
+        regions: [region, { base: 0x1000, size: 16, offset: length - 8 }],
+      }),
+      new RegExp(`regions\\[1\\]\\D.*\\b${length - 8}\\b`, 's'),
+    ],
+    [
+      'regions that overlap in guest space (they may share backing bytes, not addresses)',
+      (backing) => ({
+        backing,
+        regions: [
+          { base: 0, size: 64, offset: 0 },
+          { base: 32, size: 64, offset: 128 },
+        ],
+      }),
+      /overlap/,
+      ['[0, 64)', '[32, 96)'],
+    ],
+    [
+      'size as well as regions',
+      (backing) => ({ backing, size: 64, regions: [region] }),
+      /\bsize\b/,
+      ['regions'],
+    ],
+    ['no regions', (backing) => ({ backing }), /\bregions\b.*\bundefined\b/s],
+    [
+      `shared: ${!shared}, which contradicts the backing`,
+      (backing) => ({ backing, regions: [region], shared: !shared }),
+      new RegExp(`\\bshared\\b.*\\b${!shared}\\b`, 's'),
+    ],
+    [
+      'a shared option that is not a boolean',
+      (backing) => ({ backing, regions: [region], shared: 'yes' }),
+      /\bshared\b.*"yes"/s,
+    ],
+    ...(shared
+      ? ([
+          ...(
+            [
+              [2, '2', 'not 4-aligned'],
+              [length, String(length), 'past the end of the backing'],
+              [length - 2, String(length - 2), 'straddling the end of the backing'],
+              [-4, '-4', 'negative'],
+              [1.5, '1\\.5', 'fractional'],
+              [2 ** 53, '9007199254740992', 'unsafe'],
+              ['0', '"0"', 'a string'],
+              [undefined, 'undefined', 'missing'],
+            ] as [unknown, string, string][]
+          ).map(([byteOffset, shown, what]): AdoptCase => [
+            `a fence byteOffset that is ${what}`,
+            (backing) => ({ backing, regions: [region], fence: { buffer: backing, byteOffset } }),
+            new RegExp(`\\bfence\\b.*${shown}`, 's'),
+          ]),
+          [
+            'a fence in an ArrayBuffer',
+            (backing) => ({
+              backing,
+              regions: [region],
+              fence: { buffer: new ArrayBuffer(64), byteOffset: 0 },
+            }),
+            /\bfence\b.*\ban ArrayBuffer\b/s,
+          ],
+          [
+            'a fence in an unshared WebAssembly.Memory',
+            (backing) => ({
+              backing,
+              regions: [region],
+              fence: { buffer: new WasmMemoryCtor({ initial: 1 }), byteOffset: 0 },
+            }),
+            /\bfence\b.*\bMemory\b/s,
+          ],
+          [
+            'a fence in a proxy of a SharedArrayBuffer',
+            (backing) => ({
+              backing,
+              regions: [region],
+              fence: { buffer: new Proxy(new SharedArrayBuffer(64), {}), byteOffset: 0 },
+            }),
+            /\bfence\b.*\bSharedArrayBuffer\b/s,
+          ],
+          [
+            'a fence without a buffer',
+            (backing) => ({ backing, regions: [region], fence: { byteOffset: 0 } }),
+            /\bfence\b.*\bundefined\b/s,
+          ],
+          [
+            'a fence that is a string',
+            (backing) => ({ backing, regions: [region], fence: 'x' }),
+            /\bfence\b.*"x"/s,
+          ],
+          [
+            'a fence that is null',
+            (backing) => ({ backing, regions: [region], fence: null }),
+            /\bfence\b.*\bnull\b/s,
+          ],
+        ] as AdoptCase[])
+      : ([
+          [
+            'a fence, which unshared memory cannot have',
+            (backing) => ({
+              backing,
+              regions: [region],
+              fence: { buffer: new SharedArrayBuffer(64), byteOffset: 0 },
+            }),
+            /\bfence\b.*\ban object\b/s,
+          ],
+          [
+            'a fence in the unshared backing itself',
+            (backing) => ({
+              backing,
+              regions: [region],
+              fence: { buffer: backing, byteOffset: 0 },
+            }),
+            /\bfence\b/,
+          ],
+        ] as AdoptCase[])),
+    [
+      'a dirty log with no clients',
+      (backing) => ({ backing, regions: [region], dirtyLog: { clients: [] } }),
+      /dirtyLog\.clients\b.*\ban array of length 0\b/s,
+    ],
+    [
+      'a dirty log page size below 64',
+      (backing) => ({ backing, regions: [region], dirtyLog: { clients: ['code'], pageSize: 32 } }),
+      /dirtyLog\.pageSize\b.*\b32\b/s,
+    ],
+  ]);
+});
+
+/** A backing that is not one: `[label, value, how the message shows it]`. */
+const badBackings: [string, () => unknown, string][] = [
+  ['a number', () => 4096, '4096'],
+  ['a string', () => 'ram', '"ram"'],
+  ['null', () => null, 'null'],
+  ['a boolean', () => true, 'true'],
+  ['a plain object', () => ({}), 'an object'],
+  ['an array', () => [], 'an array of length 0'],
+  ['a function', () => () => 0, 'a function'],
+  ['a Uint8Array (a view, not a buffer)', () => new Uint8Array(256), 'a Uint8Array of 256 bytes'],
+  [
+    'a Uint8Array of a SharedArrayBuffer',
+    () => new Uint8Array(new SharedArrayBuffer(256)),
+    'a Uint8Array of 256 bytes',
+  ],
+  ['a DataView', () => new DataView(new ArrayBuffer(256)), 'a DataView of 256 bytes'],
+  [
+    'an object made with the SharedArrayBuffer prototype',
+    () => Object.create(SharedArrayBuffer.prototype) as unknown,
+    'SharedArrayBuffer',
+  ],
+  [
+    'an object made with the ArrayBuffer prototype',
+    () => Object.create(ArrayBuffer.prototype) as unknown,
+    'ArrayBuffer',
+  ],
+  [
+    'an object made with the WebAssembly.Memory prototype',
+    () => Object.create(WasmMemoryCtor.prototype) as unknown,
+    'Memory',
+  ],
+  [
+    'a proxy of a SharedArrayBuffer',
+    () => new Proxy(new SharedArrayBuffer(256), {}),
+    'SharedArrayBuffer',
+  ],
+  ['a proxy of an ArrayBuffer', () => new Proxy(new ArrayBuffer(256), {}), 'ArrayBuffer'],
+  [
+    'a proxy of a WebAssembly.Memory',
+    () => new Proxy(new WasmMemoryCtor({ initial: 1 }), {}),
+    'Memory',
+  ],
+  [
+    'an object with a buffer and a grow method (a fake WebAssembly.Memory)',
+    () => ({ buffer: new SharedArrayBuffer(256), grow: () => 0 }),
+    'an object',
+  ],
+  [
+    'an instance of a class that poses as WebAssembly.Memory',
+    () => {
+      class FakeMemory {
+        readonly buffer = new SharedArrayBuffer(256);
+        grow(): number {
+          return 0;
+        }
+      }
+      return new FakeMemory();
+    },
+    'a FakeMemory',
+  ],
+];
+
+const backingOptions: Case[] = [
+  ...badBackings.map(([label, make, shown]) => ({
+    name: `new GuestMemory rejects ${label} as the backing`,
+    code: 'ERR_DMA_INVALID_ARGUMENT' as const,
+    mentions: [shown],
+    pattern: /\bbacking\b/,
+    kinds: ONCE,
+    call: () =>
+      new GuestMemory({
+        backing: make(),
+        regions: [{ base: 0, size: 64, offset: 0 }],
+      } as unknown as GuestMemoryOptions),
+  })),
+  {
+    name: 'new GuestMemory rejects a detached ArrayBuffer as the backing (no region fits in 0 bytes)',
+    code: 'ERR_DMA_INVALID_ARGUMENT',
+    mentions: [],
+    pattern: /regions\[0\]/,
+    kinds: ONCE,
+    call: () => {
+      const backing = new ArrayBuffer(256);
+      structuredClone(backing, { transfer: [backing] });
+      return new GuestMemory({ backing, regions: [{ base: 0, size: 64, offset: 0 }] });
+    },
+  },
+  ...(
+    [
+      [
+        'an offset without a backing',
+        { regions: [{ base: 0, size: 64, offset: 16 }] },
+        /regions\[0\]\.offset\b.*\b16\b/s,
+      ],
+      [
+        'an offset 0 without a backing',
+        {
+          regions: [
+            { base: 0, size: 64 },
+            { base: 128, size: 8, offset: 0 },
+          ],
+          shared: false,
+        },
+        /regions\[1\]\.offset\b.*\b0\b/s,
+      ],
+      [
+        'a fence with shared: false',
+        { size: 64, shared: false, fence: { buffer: new SharedArrayBuffer(64), byteOffset: 0 } },
+        /\bfence\b.*\ban object\b/s,
+      ],
+      [
+        'a fence word that is not 4-aligned',
+        { size: 64, fence: { buffer: new SharedArrayBuffer(64), byteOffset: 6 } },
+        /\bfence\b.*\b6\b/s,
+      ],
+      [
+        'a fence word past the end of its buffer',
+        { size: 64, fence: { buffer: new SharedArrayBuffer(64), byteOffset: 64 } },
+        /\bfence\b.*\b64\b/s,
+      ],
+      ['a dirty log that is a string', { size: 4096, dirtyLog: 'yes' }, /\bdirtyLog\b.*"yes"/s],
+      ['a dirty log that is null', { size: 4096, dirtyLog: null }, /\bdirtyLog\b.*\bnull\b/s],
+      [
+        'a dirty log without clients',
+        { size: 4096, dirtyLog: {} },
+        /dirtyLog\.clients\b.*\bundefined\b/s,
+      ],
+      [
+        'dirty log clients that are a string',
+        { size: 4096, dirtyLog: { clients: 'code' } },
+        /dirtyLog\.clients\b.*"code"/s,
+      ],
+      [
+        'no dirty log clients',
+        { size: 4096, dirtyLog: { clients: [] } },
+        /dirtyLog\.clients\b.*\ban array of length 0\b/s,
+      ],
+      [
+        '33 dirty log clients',
+        {
+          size: 4096,
+          dirtyLog: { clients: Array.from({ length: 33 }, (_, index) => `c${index}`) },
+        },
+        /dirtyLog\.clients\b.*\ban array of length 33\b/s,
+      ],
+      [
+        'a dirty log client named twice',
+        { size: 4096, dirtyLog: { clients: ['code', 'display', 'code'] } },
+        /dirtyLog\.clients\[2\].*"code"/s,
+      ],
+      [
+        'an empty dirty log client name',
+        { size: 4096, dirtyLog: { clients: ['code', ''] } },
+        /dirtyLog\.clients\[1\].*""/s,
+      ],
+      [
+        'a dirty log client that is not a string',
+        { size: 4096, dirtyLog: { clients: [7] } },
+        /dirtyLog\.clients\[0\].*\b7\b/s,
+      ],
+      ...(
+        [
+          [32, '32'],
+          [100, '100'],
+          [2 ** 31, '2147483648'],
+          [0, '0'],
+          [-4096, '-4096'],
+          [4096.5, '4096\\.5'],
+          ['4096', '"4096"'],
+          [4096n, '4096n'],
+          [NaN, 'NaN'],
+          [null, 'null'],
+        ] as [unknown, string][]
+      ).map(([pageSize, shown]) => [
+        `a dirty log page size of ${shown.replace('\\', '')}`,
+        { size: 4096, dirtyLog: { clients: ['code'], pageSize } },
+        new RegExp(`dirtyLog\\.pageSize\\b.*${shown}`, 's'),
+      ]),
+    ] as [string, unknown, RegExp][]
+  ).map(([label, options, pattern]) => ({
+    name: `new GuestMemory rejects ${label}`,
+    code: 'ERR_DMA_INVALID_ARGUMENT' as const,
+    mentions: [],
+    pattern,
+    kinds: ONCE,
+    call: () => new GuestMemory(options as GuestMemoryOptions),
+  })),
+];
+
 /** A handle of the env's memory with one field replaced. */
 function handleWith(env: Env, change: Record<string, unknown>): GuestMemoryHandle {
   return { ...env.memory.handle(), ...change };
 }
+
+/** The byte length of a buffer or of a `WebAssembly.Memory`'s buffer. */
+function lengthOf(buffer: unknown): number {
+  return isWasmMemory(buffer)
+    ? buffer.buffer.byteLength
+    : (buffer as ArrayBuffer | SharedArrayBuffer).byteLength;
+}
+
+/** The env memory's dirty log as its handle carries it. */
+function dirtyOf(env: Env): NonNullable<GuestMemoryHandle['dirtyLog']> {
+  const dirty = env.memory.handle().dirtyLog;
+  if (dirty === undefined) throw new Error('the env memory has a dirty log');
+  return dirty;
+}
+
+/** `[label, handle, mentions, pattern]` */
+type HandleCase = [string, (env: Env) => unknown, string[], (RegExp | ((env: Env) => RegExp))?];
+
+/** A pattern for a message that names `what` (a RegExp source) and then `value`. */
+function naming(what: string, value: (env: Env) => number): (env: Env) => RegExp {
+  return (env) => new RegExp(`${what}\\D.*\\b${value(env)}\\b`, 's');
+}
+
+/** The byte length of the env memory's backing, and of its fence's buffer. */
+const backingLength = (env: Env): number => lengthOf(env.memory.backing);
+const fenceLength = (env: Env): number => lengthOf(env.memory.handle().fence.buffer);
 
 const handles: Case[] = [
   ...(
@@ -556,12 +1057,6 @@ const handles: Case[] = [
       ['an empty object', () => ({}), ['handle', 'an object']],
       ['the memory itself', (env: Env) => env.memory, ['handle', 'GuestMemory']],
       ['a handle of the wrong kind', (env: Env) => handleWith(env, { kind: 'other' }), ['handle']],
-      [
-        'a handle with an ArrayBuffer',
-        (env: Env) => handleWith(env, { buffer: new ArrayBuffer(192) }),
-        ['handle'],
-      ],
-      ['a handle without a fence', (env: Env) => handleWith(env, { fence: undefined }), ['handle']],
       [
         'a handle with an unknown policy',
         (env: Env) => handleWith(env, { barrierPolicy: 'auto' }),
@@ -575,32 +1070,249 @@ const handles: Case[] = [
       ['a handle with no regions', (env: Env) => handleWith(env, { regions: [] }), ['regions']],
       [
         'a handle with a bad region',
-        (env: Env) => handleWith(env, { regions: [{ base: -1, size: 8 }] }),
+        (env: Env) => handleWith(env, { regions: [{ base: -1, size: 8, offset: 0 }] }),
         ['regions[0].base', '-1'],
       ],
+      // The backing: shared memory, genuinely.
       [
-        'a handle whose regions need more than its buffer',
-        (env: Env) => handleWith(env, { regions: [{ base: 0, size: 4096 }] }),
-        ['handle', 'size matches'],
+        'a handle without a backing',
+        (env: Env) => handleWith(env, { backing: undefined }),
+        [],
+        /\bbacking\b.*\bundefined\b/s,
       ],
       [
-        'a handle whose regions need less than its buffer',
-        (env: Env) => handleWith(env, { regions: [{ base: 0, size: 64 }] }),
-        ['handle', 'size matches'],
+        'a handle whose backing is a proxy of the real one',
+        (env: Env) =>
+          handleWith(env, { backing: new Proxy(env.memory.backing as SharedArrayBuffer, {}) }),
+        [],
+        /\bbacking\b.*\b(SharedArrayBuffer|Memory)\b/s,
       ],
-    ] as [string, (env: Env) => unknown, string[]][]
-  ).map(([label, handle, mentions]) => ({
+      [
+        'a handle whose backing only looks like a WebAssembly.Memory',
+        (env: Env) => handleWith(env, { backing: { buffer: env.memory.buffer, grow: () => 0 } }),
+        [],
+        /\bbacking\b.*\ban object\b/s,
+      ],
+      // The regions: inside the backing, each with an offset congruent to its base.
+      [
+        'a handle whose region has no offset',
+        (env: Env) => handleWith(env, { regions: [{ base: 0, size: 8 }] }),
+        [],
+        /regions\[0\]\.offset\b.*\bundefined\b/s,
+      ],
+      [
+        'a handle whose region has a misaligned offset',
+        (env: Env) => handleWith(env, { regions: [{ base: 0, size: 8, offset: 4 }] }),
+        [],
+        /regions\[0\]\.offset\b.*\b4\b/s,
+      ],
+      [
+        'a handle whose region runs past the end of its backing',
+        (env: Env) => {
+          const length = lengthOf(env.memory.backing);
+          return handleWith(env, { regions: [{ base: 0, size: 64, offset: length - 32 }] });
+        },
+        [],
+        naming('regions\\[0\\]', (env) => backingLength(env) - 32),
+      ],
+      [
+        'a handle whose second region is larger than its backing',
+        (env: Env) => {
+          const length = lengthOf(env.memory.backing);
+          return handleWith(env, {
+            regions: [
+              { base: 0, size: 8, offset: 0 },
+              { base: 4096, size: length, offset: 8 },
+            ],
+          });
+        },
+        [],
+        naming('regions\\[1\\]', backingLength),
+      ],
+      // The fence: a 4-aligned word inside a shared buffer.
+      [
+        'a handle whose fence is a bare SharedArrayBuffer (the old shape)',
+        (env: Env) => handleWith(env, { fence: new SharedArrayBuffer(64) }),
+        [],
+        /\bfence\b/,
+      ],
+      [
+        'a handle whose fence word is past the end of its buffer',
+        (env: Env) => {
+          const { fence } = env.memory.handle();
+          return handleWith(env, {
+            fence: { buffer: fence.buffer, byteOffset: lengthOf(fence.buffer) },
+          });
+        },
+        [],
+        naming('fence', fenceLength),
+      ],
+      [
+        'a handle whose fence word straddles the end of its buffer',
+        (env: Env) => {
+          const { fence } = env.memory.handle();
+          return handleWith(env, {
+            fence: { buffer: fence.buffer, byteOffset: lengthOf(fence.buffer) - 2 },
+          });
+        },
+        [],
+        naming('fence', (env) => fenceLength(env) - 2),
+      ],
+      [
+        'a handle whose fence word is not 4-aligned',
+        (env: Env) => {
+          const { fence } = env.memory.handle();
+          return handleWith(env, {
+            fence: { buffer: fence.buffer, byteOffset: fence.byteOffset + 1 },
+          });
+        },
+        [],
+        naming('fence', (env) => env.memory.handle().fence.byteOffset + 1),
+      ],
+      [
+        'a handle whose fence is in an ArrayBuffer',
+        (env: Env) => handleWith(env, { fence: { buffer: new ArrayBuffer(64), byteOffset: 0 } }),
+        [],
+        /\bfence\b.*\ban ArrayBuffer\b/s,
+      ],
+      [
+        'a handle whose fence is in an unshared WebAssembly.Memory',
+        (env: Env) =>
+          handleWith(env, {
+            fence: { buffer: new WasmMemoryCtor({ initial: 1 }), byteOffset: 0 },
+          }),
+        [],
+        /\bfence\b.*\bMemory\b/s,
+      ],
+      // The dirty log: a shared bitmap as large as the log needs.
+      [
+        'a handle whose dirty bitmap is an ArrayBuffer',
+        (env: Env) => {
+          const dirty = dirtyOf(env);
+          return handleWith(env, {
+            dirtyLog: { ...dirty, bitmap: new ArrayBuffer(dirty.bitmap.byteLength) },
+          });
+        },
+        [],
+        /dirtyLog\.bitmap\b.*\ban ArrayBuffer\b/s,
+      ],
+      [
+        'a handle whose dirty bitmap is half what the log needs',
+        (env: Env) => {
+          const dirty = dirtyOf(env);
+          const half = Math.floor(dirty.bitmap.byteLength / 8) * 4;
+          return handleWith(env, {
+            dirtyLog: { ...dirty, bitmap: new SharedArrayBuffer(half) },
+          });
+        },
+        [],
+        /dirtyLog\.bitmap\b.*\ba SharedArrayBuffer\b/s,
+      ],
+      [
+        'a handle whose dirty bitmap is empty',
+        (env: Env) =>
+          handleWith(env, { dirtyLog: { ...dirtyOf(env), bitmap: new SharedArrayBuffer(0) } }),
+        [],
+        /dirtyLog\.bitmap\b.*\ba SharedArrayBuffer\b/s,
+      ],
+      [
+        'a handle whose dirty log has no bitmap',
+        (env: Env) => handleWith(env, { dirtyLog: { ...dirtyOf(env), bitmap: undefined } }),
+        [],
+        /dirtyLog\.bitmap\b.*\bundefined\b/s,
+      ],
+      [
+        'a handle whose dirty log has one client more than its bitmap holds',
+        (env: Env) => {
+          const dirty = dirtyOf(env);
+          return handleWith(env, {
+            dirtyLog: { ...dirty, clients: [...dirty.clients, 'display'] },
+          });
+        },
+        [],
+        /dirtyLog\.bitmap\b/,
+      ],
+      [
+        'a handle whose dirty log has no clients',
+        (env: Env) => handleWith(env, { dirtyLog: { ...dirtyOf(env), clients: [] } }),
+        [],
+        /dirtyLog\.clients\b.*\ban array of length 0\b/s,
+      ],
+      [
+        'a handle whose dirty log page size is not a power of two',
+        (env: Env) => handleWith(env, { dirtyLog: { ...dirtyOf(env), pageSize: 100 } }),
+        [],
+        /dirtyLog\.pageSize\b.*\b100\b/s,
+      ],
+      [
+        'a handle whose dirty log is a string',
+        (env: Env) => handleWith(env, { dirtyLog: 'yes' }),
+        [],
+        /dirtyLog\b.*"yes"/s,
+      ],
+    ] as HandleCase[]
+  ).map(([label, handle, mentions, pattern]) => ({
     name: `GuestMemory.fromHandle rejects ${label}`,
     code: 'ERR_DMA_INVALID_ARGUMENT' as const,
     mentions,
+    ...(pattern === undefined ? {} : { pattern }),
+    kinds: SHARED_KINDS,
     call: (env: Env) => GuestMemory.fromHandle(handle(env) as GuestMemoryHandle),
   })),
   {
     name: 'memory.handle() refuses memory that is not shared',
     code: 'ERR_DMA_INVALID_ARGUMENT',
     mentions: ['shared'],
+    kinds: ONCE,
     call: () => new GuestMemory({ size: 64, shared: false }).handle(),
   },
+  {
+    name: 'memory.handle() refuses memory adopted from an unshared backing',
+    code: 'ERR_DMA_INVALID_ARGUMENT',
+    mentions: ['shared'],
+    kinds: ADOPTED_KINDS.filter((kind) => !isSharedBacking(kind)),
+    call: (env: Env) => env.memory.handle(),
+  },
+];
+
+/**
+ * Refusals whose message once named neither the option nor the value (SPEC §7: messages name
+ * the offending value): `size` given with a backing, a handle whose backing is not shared,
+ * and a handle without a fence.
+ */
+const namedRefusals: Case[] = [
+  ...adoptCases('SharedArrayBuffer', [
+    ['size instead of regions', (backing) => ({ backing, size: 64 }), /\bsize\b.*\b64\b/s],
+  ]),
+  ...(
+    [
+      [
+        'a handle whose backing is an ArrayBuffer',
+        (env: Env) => handleWith(env, { backing: new ArrayBuffer(lengthOf(env.memory.backing)) }),
+        [],
+        /\bbacking\b.*\ban ArrayBuffer\b/s,
+      ],
+      [
+        'a handle whose backing is an unshared WebAssembly.Memory',
+        (env: Env) => handleWith(env, { backing: new WasmMemoryCtor({ initial: 1 }) }),
+        [],
+        /\bbacking\b.*\bMemory\b/s,
+      ],
+      [
+        'a handle without a fence',
+        (env: Env) => handleWith(env, { fence: undefined }),
+        [],
+        /\bfence\b.*\bundefined\b/s,
+      ],
+    ] as HandleCase[]
+  ).map(([label, handle, mentions, pattern]) => ({
+    name: `GuestMemory.fromHandle rejects ${label}`,
+    code: 'ERR_DMA_INVALID_ARGUMENT' as const,
+    mentions,
+    ...(pattern === undefined ? {} : { pattern }),
+    kinds: SHARED_KINDS,
+    call: (env: Env) => GuestMemory.fromHandle(handle(env) as GuestMemoryHandle),
+  })),
 ];
 
 const barriers: Case[] = (
@@ -689,6 +1401,9 @@ const matrix: [string, Case[]][] = [
   ['values that do not fit', wrongValues],
   ['holes and the end of RAM', faults],
   ['constructors', constructors],
+  ['adopted memory: offsets, fence and dirty log on every kind of backing', adoptedOptions],
+  ['the backing option, and options that need one', backingOptions],
+  ['refusals that name the bad option and its value', namedRefusals],
   ['handles', handles],
   ['barrier strengths', barriers],
   ['unmap', unmaps],
@@ -709,55 +1424,98 @@ function caught(action: () => unknown): unknown {
 
 let seed = 1;
 
+/** The first index where two byte arrays differ outside `skip` ([start, end)), as text. */
+function firstDifference(
+  actual: Uint8Array,
+  expected: Uint8Array,
+  skip: readonly [number, number],
+): string | undefined {
+  if (actual.length !== expected.length) return `length ${actual.length}, was ${expected.length}`;
+  if (sameOutside(actual, expected, skip)) return undefined;
+  for (let index = 0; index < actual.length; index++) {
+    if (actual[index] !== expected[index] && (index < skip[0] || index >= skip[1])) {
+      return `backing byte ${index} is ${actual[index]}, expected ${expected[index]}`;
+    }
+  }
+  return undefined;
+}
+
+/** Runs one case on memory of one kind; `where` names the kind in every failure. */
+function runCase(entry: Case, kind: MemoryKind): void {
+  // A case that runs once makes its own memory: the env's is only checked to be untouched.
+  const where = entry.kinds === ONCE ? 'the call' : `on ${kindLabel(kind)}`;
+  const env = makeEnv(seed++, entry.alien, kind);
+  entry.prepare?.(env);
+  env.events.length = 0;
+  const logs = DIRTY_LOG.clients.map((client) => env.memory.dirtyLog(client));
+  for (const log of logs) log.clear();
+  // The whole backing: every region, and every canary byte around them.
+  const memoryBefore = env.made.bytes().slice();
+  const bufBefore = env.buf.slice();
+  const alienBefore = snapshot(env.alien);
+  // Barriers may write the fence word (the spec does not say what they add to it).
+  const fence = env.made.fence;
+  const skip =
+    fence === undefined ? ([0, 0] as const) : ([fence.byteOffset, fence.byteOffset + 4] as const);
+
+  const error = caught(() => entry.call(env));
+
+  expect(error, where).toBeInstanceOf(DMAError);
+  const dmaError = error as DMAError;
+  expect(dmaError.code, where).toBe(entry.code);
+  for (const text of entry.mentions) expect(dmaError.message, where).toContain(text);
+  if (entry.pattern !== undefined) {
+    const pattern = typeof entry.pattern === 'function' ? entry.pattern(env) : entry.pattern;
+    expect(dmaError.message, where).toMatch(pattern);
+  }
+  if (entry.fault === undefined) {
+    expect(dmaError, where).not.toBeInstanceOf(DMAFault);
+  } else {
+    expect(dmaError, where).toBeInstanceOf(DMAFault);
+    const carried =
+      dmaError instanceof DMAFault
+        ? { addr: dmaError.addr, length: dmaError.length, attrs: dmaError.attrs }
+        : undefined;
+    expect(carried, where).toEqual(entry.fault);
+  }
+  expect(firstDifference(env.made.bytes(), memoryBefore, skip), where).toBeUndefined();
+  expect(env.buf, where).toEqual(bufBefore);
+  expect(snapshot(env.alien), where).toEqual(alienBefore);
+  expect(env.events, where).toEqual([]);
+  // A failed call marks nothing, for any client.
+  expect(
+    logs.map((log) => log.collect()),
+    where,
+  ).toEqual([[], []]);
+
+  // The failure left nothing behind: the mapping survives and the next accesses work.
+  const { ctx } = env;
+  if (entry.consumesView !== true) ctx.unmap(env.view);
+  for (const log of logs) log.clear();
+  ctx.write(8, Uint8Array.of(1, 2, 3, 4));
+  const back = new Uint8Array(4);
+  ctx.read(8, back);
+  expect(back, where).toEqual(Uint8Array.of(1, 2, 3, 4));
+  ctx.writeU32BE(132, 0xdeadbeef);
+  expect(ctx.readU32BE(132), where).toBe(0xdeadbeef);
+  const expected = memoryBefore.slice();
+  expected.set([1, 2, 3, 4], env.made.offsetOf(8));
+  expected.set([0xde, 0xad, 0xbe, 0xef], env.made.offsetOf(132));
+  expect(firstDifference(env.made.bytes(), expected, skip), where).toBeUndefined();
+  expect(
+    logs.map((log) => log.collect()),
+    where,
+  ).toEqual([
+    [0, 128],
+    [0, 128],
+  ]);
+}
+
 describe.each(matrix)('bad input: %s', (_group, cases) => {
   it.each(cases.map((entry) => [entry.name, entry] as const))(
-    '%s, changing no byte of memory or of the caller’s buffer',
+    '%s, changing no byte of the backing (regions and canaries) or of the caller’s buffer, on every kind of memory it applies to',
     (_name, entry) => {
-      const env = makeEnv(seed++, entry.alien);
-      entry.prepare?.(env);
-      env.events.length = 0;
-      const memoryBefore = env.memory.bytes.slice();
-      const bufBefore = env.buf.slice();
-      const alienBefore = snapshot(env.alien);
-
-      const error = caught(() => entry.call(env));
-
-      expect(error).toBeInstanceOf(DMAError);
-      const dmaError = error as DMAError;
-      expect(dmaError.code).toBe(entry.code);
-      for (const text of entry.mentions) expect(dmaError.message).toContain(text);
-      if (entry.fault === undefined) {
-        expect(dmaError).not.toBeInstanceOf(DMAFault);
-      } else {
-        expect(dmaError).toBeInstanceOf(DMAFault);
-        const carried =
-          dmaError instanceof DMAFault
-            ? { addr: dmaError.addr, length: dmaError.length, attrs: dmaError.attrs }
-            : undefined;
-        expect(carried).toEqual(entry.fault);
-      }
-      expect(env.memory.bytes.slice()).toEqual(memoryBefore);
-      expect(env.buf).toEqual(bufBefore);
-      expect(snapshot(env.alien)).toEqual(alienBefore);
-      expect(env.events).toEqual([]);
-
-      // The failure left nothing behind: the mapping survives and the next accesses work.
-      const { ctx, memory } = env;
-      if (entry.consumesView !== true) ctx.unmap(env.view);
-      ctx.write(8, Uint8Array.of(1, 2, 3, 4));
-      const back = new Uint8Array(4);
-      ctx.read(8, back);
-      expect(back).toEqual(Uint8Array.of(1, 2, 3, 4));
-      ctx.writeU32BE(132, 0xdeadbeef);
-      expect(ctx.readU32BE(132)).toBe(0xdeadbeef);
-      expect(memory.bytes.slice()).toEqual(
-        (() => {
-          const expected = memoryBefore.slice();
-          expected.set([1, 2, 3, 4], 8);
-          expected.set([0xde, 0xad, 0xbe, 0xef], 64 + 4);
-          return expected;
-        })(),
-      );
+      for (const kind of entry.kinds ?? MEMORY_KINDS) runCase(entry, kind);
     },
   );
 });
@@ -801,6 +1559,42 @@ describe('what is not bad input', () => {
     expect(memory.bytes.slice()).toEqual(before);
   });
 
+  it.each(ADOPTED_KINDS.map((kind) => [kindLabel(kind), kind] as const))(
+    'accepts on %s: offset 0, a region ending exactly at the end of the backing, regions that share backing bytes, shared left out or agreeing',
+    (_label, kind) => {
+      const backing = makeBacking(kind, 256);
+      const length = lengthOf(backing);
+      const shared = isSharedBacking(kind);
+      const memory = new GuestMemory({
+        backing,
+        regions: [
+          { base: 0x1000, size: 64, offset: length - 64 },
+          { base: 0, size: 32, offset: 0 },
+          // An alias: guest 0x2000 shows the same bytes as guest 0x1000.
+          { base: 0x2000, size: 64, offset: length - 64 },
+        ],
+        shared,
+      });
+      expect(memory.shared).toBe(shared);
+      const ctx = new DMAContext(memory);
+      ctx.writeU32LE(0x103c, 0x04030201);
+      expect(ctx.readU32LE(0x203c)).toBe(0x04030201);
+      expect(Array.from(new Uint8Array(memory.buffer, length - 4, 4))).toEqual([1, 2, 3, 4]);
+      expect(memory.offsetOf(0, 32)).toBe(0);
+      // Left out, sharing follows from the backing; a fence may sit in its last word.
+      const again = new GuestMemory({
+        backing,
+        regions: [{ base: 0, size: 32, offset: 0 }],
+        ...(shared
+          ? { fence: { buffer: backing as SharedArrayBuffer, byteOffset: length - 4 } }
+          : {}),
+      });
+      expect(again.shared).toBe(shared);
+      expect(again.fenceLocation?.byteOffset).toBe(shared ? length - 4 : undefined);
+      again.barrier('full');
+    },
+  );
+
   it('accepts addresses up to the last safe integer when RAM is there', () => {
     const top = 2 ** 53 - 8;
     const ctx = new DMAContext(new GuestMemory({ regions: [{ base: top, size: 8 }] }));
@@ -808,4 +1602,182 @@ describe('what is not bad input', () => {
     expect(ctx.readU64LE(top)).toBe(0x0102030405060708n);
     expect(ctx.readU8(2 ** 53 - 1)).toBe(1);
   });
+});
+
+describe('the options of adopted memory are read once', () => {
+  /** Counts reads by name; every getter answers well on its first read and badly after. */
+  function counter(): {
+    reads: Map<string, number>;
+    object: (name: string, good: Record<string, unknown>, bad: Record<string, unknown>) => object;
+    array: (name: string, elements: readonly unknown[], bad: unknown) => unknown[];
+  } {
+    const reads = new Map<string, number>();
+    const count = (name: string): number => {
+      const seen = (reads.get(name) ?? 0) + 1;
+      reads.set(name, seen);
+      return seen;
+    };
+    return {
+      reads,
+      object: (name: string, good: Record<string, unknown>, bad: Record<string, unknown>) => {
+        const target = {};
+        for (const [key, value] of Object.entries(good)) {
+          Object.defineProperty(target, key, {
+            enumerable: true,
+            get: () => (count(`${name}.${key}`) === 1 ? value : bad[key]),
+          });
+        }
+        return target;
+      },
+      // A proxy of a real array (Array.isArray holds), counting `length` and element reads.
+      array: (name: string, elements: readonly unknown[], bad: unknown) =>
+        new Proxy([...elements], {
+          get: (target, key, receiver) => {
+            if (key === 'length') return count(`${name}.length`) === 1 ? target.length : 0;
+            if (typeof key === 'string' && /^\d+$/.test(key)) {
+              return count(`${name}[${key}]`) === 1 ? target[Number(key)] : bad;
+            }
+            return Reflect.get(target, key, receiver) as unknown;
+          },
+        }),
+    };
+  }
+
+  it.each(ADOPTED_KINDS.map((kind) => [kindLabel(kind), kind] as const))(
+    'every option, region field, fence field and dirty log field of memory adopted from %s is read once; a second read that turns bad changes nothing',
+    (_label, kind) => {
+      const shared = isSharedBacking(kind);
+      const layout = ADOPTED_LAYOUTS[kind];
+      // The layout the test chose, through makeMemory (so the canary bookkeeping is the same).
+      const reference = makeMemory(kind, ADOPTED_REGIONS, { layout });
+      const { placed } = reference;
+      const backing = reference.backing as Backing;
+      const fenceOffset = reference.fence?.byteOffset ?? 0;
+      fillNonZero(reference.bytes(), nonZeroBytes(7));
+      const before = reference.bytes().slice();
+      const { reads, object, array } = counter();
+      const regions = array(
+        'regions',
+        placed.map((region, index) =>
+          object(
+            `regions[${index}]`,
+            { ...region },
+            { base: region.base + 8, size: 0, offset: -1 },
+          ),
+        ),
+        { base: 0, size: 0 },
+      );
+      const fence = shared
+        ? object(
+            'fence',
+            { buffer: backing, byteOffset: fenceOffset },
+            { buffer: new ArrayBuffer(8), byteOffset: 2 },
+          )
+        : undefined;
+      const dirtyLog = object(
+        'dirtyLog',
+        { clients: array('dirtyLog.clients', ['code', 'display'], ''), pageSize: 64 },
+        { clients: [], pageSize: 3 },
+      );
+      const options = object(
+        'options',
+        {
+          backing,
+          regions,
+          barrierPolicy: 'strict',
+          shared,
+          dirtyLog,
+          ...(fence === undefined ? {} : { fence }),
+        },
+        {
+          backing: new ArrayBuffer(1),
+          regions: [],
+          barrierPolicy: 'weak',
+          shared: !shared,
+          dirtyLog: 'x',
+          fence: 'x',
+        },
+      );
+      const memory = new GuestMemory(options);
+      const once = [
+        'options.backing',
+        'options.regions',
+        'options.barrierPolicy',
+        'options.shared',
+        'options.dirtyLog',
+        ...(fence === undefined ? [] : ['options.fence', 'fence.buffer', 'fence.byteOffset']),
+        'regions.length',
+        ...placed.flatMap((_, index) => [
+          `regions[${index}]`,
+          `regions[${index}].base`,
+          `regions[${index}].size`,
+          `regions[${index}].offset`,
+        ]),
+        'dirtyLog.clients',
+        'dirtyLog.pageSize',
+        'dirtyLog.clients.length',
+        'dirtyLog.clients[0]',
+        'dirtyLog.clients[1]',
+      ];
+      expect(Object.fromEntries(reads)).toEqual(Object.fromEntries(once.map((name) => [name, 1])));
+
+      // The memory is what was validated, and works where the test put it.
+      expect(memory.backing).toBe(backing);
+      expect(memory.regions.map(({ base, size, offset }) => ({ base, size, offset }))).toEqual(
+        placed,
+      );
+      expect([memory.shared, memory.barrierPolicy]).toEqual([shared, 'strict']);
+      expect(memory.fenceLocation).toEqual(
+        fence === undefined ? undefined : { buffer: backing, byteOffset: fenceOffset },
+      );
+      expect(memory.dirtyLog('display').pageSize).toBe(64);
+      const ctx = new DMAContext(memory);
+      ctx.write(0x1e, Uint8Array.of(1, 2, 3, 4));
+      const expected = before.slice();
+      expected.set([1, 2], reference.offsetOf(0x1e));
+      expected.set([3, 4], reference.offsetOf(0x20));
+      const skip =
+        reference.fence === undefined
+          ? ([0, 0] as const)
+          : ([fenceOffset, fenceOffset + 4] as const);
+      expect(firstDifference(reference.bytes(), expected, skip)).toBeUndefined();
+      expect(memory.dirtyLog('code').collect()).toEqual([0]);
+    },
+  );
+
+  it.each(SHARED_KINDS.map((kind) => [kindLabel(kind), kind] as const))(
+    'GuestMemory.fromHandle reads the dirty log of a handle of %s and each of its fields once',
+    (_label, kind) => {
+      const env = makeEnv(9, undefined, kind);
+      const handle = env.memory.handle();
+      const dirty = dirtyOf(env);
+      const { reads, object, array } = counter();
+      const dirtyLog = object(
+        'dirtyLog',
+        {
+          clients: array('dirtyLog.clients', dirty.clients, ''),
+          pageSize: dirty.pageSize,
+          bitmap: dirty.bitmap,
+        },
+        { clients: [], pageSize: 3, bitmap: new ArrayBuffer(4) },
+      );
+      const adopted = GuestMemory.fromHandle({
+        ...handle,
+        dirtyLog: dirtyLog as GuestMemoryHandle['dirtyLog'] & object,
+      });
+      expect(Object.fromEntries(reads)).toEqual({
+        'dirtyLog.clients': 1,
+        'dirtyLog.pageSize': 1,
+        'dirtyLog.bitmap': 1,
+        'dirtyLog.clients.length': 1,
+        'dirtyLog.clients[0]': 1,
+        'dirtyLog.clients[1]': 1,
+      });
+      // The same bitmap: a write through the adopted memory is dirty in the original's log.
+      for (const client of DIRTY_LOG.clients) env.memory.dirtyLog(client).clear();
+      new DMAContext(adopted).writeU32LE(132, 7);
+      expect(env.memory.dirtyLog('migration').collect()).toEqual([128]);
+      expect(adopted.dirtyLog('migration').collect()).toEqual([]);
+    },
+  );
 });

@@ -4,6 +4,12 @@
  * the spec alone (its own hole and bounds logic, its own byte order encoding). After every
  * operation the two must agree on the result, on the error code, on the caller's buffer,
  * on every byte of guest memory, on every live mapped view, and on the traced access.
+ *
+ * The same sequences run on memory the library allocates and on memory adopted from a
+ * backing of every kind (SPEC §4.1), with the regions at offsets the test chose: out of
+ * guest order, guest-adjacent regions apart in the backing (an access crossing them is two
+ * pieces, a map stops at the first), and canary bytes before, between and after the regions
+ * that no access, successful or failed, may change.
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
@@ -14,6 +20,17 @@ import {
   type DMAAttributesLike,
   type DMATraceEvent,
 } from '../src/index.js';
+import {
+  ADOPTED_KINDS,
+  damagedCanary,
+  fillCanaries,
+  isSharedBacking,
+  kindLabel,
+  makeMemory,
+  type Layout,
+  type MadeMemory,
+  type MemoryKind,
+} from './support/memories.js';
 
 // The attribute bits as the spec (§2) gives them, written here rather than imported so
 // that the model does not share a constant with the code under test.
@@ -548,11 +565,50 @@ const operationArb: fc.Arbitrary<Operation> = fc.oneof(
   { weight: 4, arbitrary: fixedArb },
 );
 
-const variantArb = fc.record({
+interface Variant {
+  /** Allocated memory: the `shared` option. Adopted memory: whether to pass the matching one. */
+  readonly shared: boolean;
+  readonly barrierPolicy: 'strict' | 'tso' | 'auto';
+  readonly trace: boolean;
+  /** Shared backings: the fence word in the backing, or one the library makes. */
+  readonly fenceInBacking: boolean;
+}
+
+const variantArb: fc.Arbitrary<Variant> = fc.record({
   shared: fc.boolean(),
   barrierPolicy: fc.constantFrom('strict' as const, 'tso' as const, 'auto' as const),
   trace: fc.boolean(),
+  fenceInBacking: fc.oneof(
+    { weight: 3, arbitrary: fc.constant(true) },
+    { weight: 1, arbitrary: fc.constant(false) },
+  ),
 });
+
+/**
+ * Where each backing kind puts the regions (indices into SORTED: 0x1003, 0x1040, 0x1085,
+ * 0x10b2, 0x2000, 0x2021). Both guest adjacencies (0x1003 → 0x1040, 0x1085 → 0x10b2) are two
+ * pieces somewhere, and one piece (offsets contiguous) elsewhere.
+ */
+const LAYOUTS: Readonly<Record<Exclude<MemoryKind, 'allocated'>, Layout>> = {
+  // Reverse guest order: both adjacencies are two pieces, the second before the first.
+  SharedArrayBuffer: {},
+  // Guest order, 0x10b2 right after 0x1085: one piece there, two at 0x1040.
+  ArrayBuffer: { order: [0, 1, 2, 3, 4, 5], joined: [0x10b2] },
+  // Deep in the first wasm page, shuffled, 0x1040 right after 0x1003.
+  'shared WebAssembly.Memory': {
+    lead: 0x3000,
+    order: [4, 0, 1, 5, 3, 2],
+    joined: [0x1040],
+    gap: 9,
+  },
+  // Shuffled, with 0x10b2 placed right after 0x1003 (not its guest neighbour: still apart).
+  'unshared WebAssembly.Memory': {
+    lead: 0x777 * 8,
+    order: [5, 2, 0, 3, 4, 1],
+    joined: [0x10b2],
+    tail: 0x100,
+  },
+};
 
 // ---------------------------------------------------------------------------------------
 // Running one sequence against both memories
@@ -567,18 +623,28 @@ interface Tally {
   misalignedFixed: number;
   aliasTransfers: number;
   viewWrites: number;
+  /** Successful accesses whose bytes are two or more pieces of the backing. */
+  pieceCrossings: number;
+  /** Maps cut short at the end of a backing piece although guest RAM goes on. */
+  mapsCutAtPiece: number;
 }
 
-const tally: Tally = {
-  operations: 0,
-  libraryCalls: 0,
-  outcomes: {},
-  crossingSuccesses: 0,
-  holeCrossingFailures: 0,
-  misalignedFixed: 0,
-  aliasTransfers: 0,
-  viewWrites: 0,
-};
+function freshTally(): Tally {
+  return {
+    operations: 0,
+    libraryCalls: 0,
+    outcomes: {},
+    crossingSuccesses: 0,
+    holeCrossingFailures: 0,
+    misalignedFixed: 0,
+    aliasTransfers: 0,
+    viewWrites: 0,
+    pieceCrossings: 0,
+    mapsCutAtPiece: 0,
+  };
+}
+
+let tally: Tally = freshTally();
 
 interface Mapping {
   readonly view: Uint8Array;
@@ -627,39 +693,62 @@ function snapshot(value: unknown): number[] | undefined {
 
 class Run {
   readonly model = new ReferenceMemory();
+  readonly made: MadeMemory;
   readonly memory: GuestMemory;
   readonly ctx: DMAContext;
   readonly events: DMATraceEvent[] = [];
   readonly traced: boolean;
   readonly live: Mapping[] = [];
   readonly stale: Uint8Array[] = [];
-  /** Backing offset of each (sorted) region, and which backing bytes belong to no region. */
+  /** Backing offset of each (sorted) region. */
   readonly offsets: number[];
-  readonly padding: number[];
 
-  constructor(
-    variant: { shared: boolean; barrierPolicy: 'strict' | 'tso' | 'auto'; trace: boolean },
-    seed: Uint8Array,
-  ) {
-    this.memory = new GuestMemory({
-      regions: REGIONS,
-      shared: variant.shared,
+  constructor(kind: MemoryKind, variant: Variant, seed: Uint8Array) {
+    const adopted = kind !== 'allocated';
+    this.made = makeMemory(kind, REGIONS, {
       barrierPolicy: variant.barrierPolicy,
+      ...(adopted ? { layout: LAYOUTS[kind], fenceInBacking: variant.fenceInBacking } : {}),
+      // Adopted memory: `shared` may be left out (it follows from the backing) or agree.
+      ...(!adopted || variant.shared
+        ? { shared: adopted ? isSharedBacking(kind) : variant.shared }
+        : {}),
     });
+    this.memory = this.made.memory;
     this.traced = variant.trace;
     this.ctx = variant.trace
       ? new DMAContext(this.memory, { trace: (event) => this.events.push(event) })
       : new DMAContext(this.memory);
-    this.offsets = SORTED.map((region) => this.memory.offsetOf(region.base, region.size));
-    const covered = new Set<number>();
-    SORTED.forEach((region, index) => {
-      for (let byte = 0; byte < region.size; byte++)
-        covered.add((this.offsets[index] as number) + byte);
-    });
-    this.padding = [];
-    for (let offset = 0; offset < this.memory.buffer.byteLength; offset++) {
-      if (!covered.has(offset)) this.padding.push(offset);
+    // Allocated memory says where it put the regions; adopted memory has them where the test
+    // put them, and must say so.
+    this.offsets = SORTED.map((region) => this.made.offsetOf(region.base));
+    if (adopted) {
+      if (
+        JSON.stringify(
+          this.memory.regions.map(({ base, size, offset }) => [base, size, offset]),
+        ) !==
+          JSON.stringify(this.made.placed.map(({ base, size, offset }) => [base, size, offset])) ||
+        this.memory.shared !== isSharedBacking(kind) ||
+        SORTED.some(
+          (region, index) => this.memory.offsetOf(region.base, region.size) !== this.offsets[index],
+        )
+      ) {
+        diverge(
+          `${kind}: memory.regions is ${JSON.stringify(this.memory.regions)}, shared ${this.memory.shared}; the test placed ${JSON.stringify(this.made.placed)}`,
+        );
+      }
+      const fence = this.memory.fenceLocation;
+      const want = this.made.fence;
+      if (
+        isSharedBacking(kind) &&
+        want !== undefined &&
+        (fence?.buffer !== want.buffer || fence.byteOffset !== want.byteOffset)
+      ) {
+        diverge(`${kind}: memory.fenceLocation is not the fence word the test placed`);
+      }
+      if (!isSharedBacking(kind) && fence !== undefined)
+        diverge(`${kind}: unshared memory has a fence location`);
     }
+    fillCanaries(this.made);
     let cursor = 0;
     for (const region of SORTED) {
       const bytes = seed.subarray(cursor, cursor + region.size);
@@ -670,9 +759,22 @@ class Run {
     this.checkMemory('seeding');
   }
 
-  /** Every byte of every region, every padding byte, and every live view agree with the model. */
-  checkMemory(after: string): void {
-    const raw = new Uint8Array(this.memory.buffer);
+  /** How many bytes from `addr` are RAM and one piece of the backing (the test's own layout). */
+  piece(addr: number): number {
+    return this.made.pieceExtent(addr);
+  }
+
+  /** Whether [addr, addr + length) of RAM is more than one piece of the backing. */
+  isSplit(addr: number, length: number): boolean {
+    return length > this.piece(addr);
+  }
+
+  /**
+   * Every byte of every region, every canary byte of the backing, and every live view agree
+   * with the model. `everywhere` also checks the far canaries (the rest of a wasm memory).
+   */
+  checkMemory(after: string, everywhere = false): void {
+    const raw = this.made.bytes();
     this.model.regions.forEach((region, index) => {
       const offset = this.offsets[index] as number;
       for (let byte = 0; byte < region.bytes.length; byte++) {
@@ -683,10 +785,8 @@ class Run {
         }
       }
     });
-    for (const offset of this.padding) {
-      if (raw[offset] !== 0)
-        diverge(`after ${after}: padding byte at backing offset ${offset} was written`);
-    }
+    const damage = damagedCanary(this.made, !everywhere);
+    if (damage !== undefined) diverge(`after ${after} on ${this.made.kind}: ${damage}`);
     for (const mapping of this.live) {
       if (!sameBytes(mapping.view, this.model.slice(mapping.addr, mapping.view.length))) {
         diverge(
@@ -987,6 +1087,7 @@ class Run {
     if (!rangeFits(addr, length)) return 'ERR_DMA_INVALID_ARGUMENT';
     if (length === 0 || this.model.isRam(addr, length)) {
       if (length > 0 && this.model.regionsTouched(addr, length) > 1) tally.crossingSuccesses++;
+      if (length > 0 && this.isSplit(addr, length)) tally.pieceCrossings++;
       return undefined;
     }
     if (this.model.regionOf(addr) !== undefined) tally.holeCrossingFailures++;
@@ -1074,9 +1175,12 @@ class Run {
     if (!isAddress(addr) || !isAddress(length) || length === 0)
       return { code: 'ERR_DMA_INVALID_ARGUMENT' };
     if (!rangeFits(addr, length)) return { code: 'ERR_DMA_INVALID_ARGUMENT' };
-    const extent = this.model.contiguous(addr);
+    // A view is one piece of the backing: it stops where the piece ends, even where guest
+    // RAM goes on into an adjacent region placed elsewhere in the backing.
+    const extent = this.piece(addr);
     if (extent === 0) return { code: 'ERR_DMA_UNASSIGNED' };
     const mappedLength = Math.min(length, extent);
+    if (length > extent && this.model.contiguous(addr) > extent) tally.mapsCutAtPiece++;
     if (this.model.regionsTouched(addr, mappedLength) > 1) tally.crossingSuccesses++;
     return { mappedLength, event: { op: 'map', addr, length: mappedLength, attrs: bits } };
   }
@@ -1240,6 +1344,8 @@ function describeOperation(operation: Operation): string {
 // ---------------------------------------------------------------------------------------
 
 const RUNS = 300;
+/** Per adopted kind: enough for 10,000 operations each, a third of the allocated runs. */
+const ADOPTED_RUNS = 90;
 const MIN_OPERATIONS = 120;
 
 describe('the DMA context against a reference model of guest memory', () => {
@@ -1267,29 +1373,51 @@ describe('the DMA context against a reference model of guest memory', () => {
   });
 
   it('random valid and invalid operations never diverge from the model (≥ 10,000 operations)', () => {
-    const seedArb = fc.uint8Array({ minLength: TOTAL, maxLength: TOTAL });
-    const programArb = fc.array(operationArb, {
-      minLength: MIN_OPERATIONS,
-      maxLength: MIN_OPERATIONS + 40,
-    });
-    fc.assert(
-      fc.property(variantArb, seedArb, programArb, (variant, seed, program) => {
-        const run = new Run(variant, seed);
-        for (const operation of program) run.execute(operation);
-      }),
-      { numRuns: RUNS },
-    );
-    expect(tally.libraryCalls).toBeGreaterThanOrEqual(10_000);
-    // The generator reached every kind of outcome the test claims to cover.
-    expect(tally.outcomes['non-DMAError']).toBeUndefined();
-    expect(tally.outcomes.ok).toBeGreaterThan(2_000);
-    expect(tally.outcomes.ERR_DMA_INVALID_ATTRIBUTES).toBeGreaterThan(300);
-    expect(tally.outcomes.ERR_DMA_INVALID_ARGUMENT).toBeGreaterThan(300);
-    expect(tally.outcomes.ERR_DMA_UNASSIGNED).toBeGreaterThan(300);
-    expect(tally.crossingSuccesses).toBeGreaterThan(100);
-    expect(tally.holeCrossingFailures).toBeGreaterThan(100);
-    expect(tally.misalignedFixed).toBeGreaterThan(100);
-    expect(tally.aliasTransfers).toBeGreaterThan(50);
-    expect(tally.viewWrites).toBeGreaterThan(100);
+    runAgainstModel('allocated', RUNS);
+    expectCoverage(1);
   });
+
+  it.each(ADOPTED_KINDS.map((kind) => [kindLabel(kind), kind] as const))(
+    'on memory adopted from %s, at offsets out of guest order with canaries around every region, random operations never diverge from the model (≥ 10,000 operations)',
+    (_label, kind) => {
+      runAgainstModel(kind, ADOPTED_RUNS);
+      expectCoverage(ADOPTED_RUNS / RUNS);
+      // The layout made accesses and maps meet the edge of a backing piece inside guest RAM.
+      expect(tally.pieceCrossings).toBeGreaterThan(40);
+      expect(tally.mapsCutAtPiece).toBeGreaterThan(5);
+    },
+  );
 });
+
+/** Runs `runs` random programs on memory of `kind`, with a fresh tally. */
+function runAgainstModel(kind: MemoryKind, runs: number): void {
+  tally = freshTally();
+  const seedArb = fc.uint8Array({ minLength: TOTAL, maxLength: TOTAL });
+  const programArb = fc.array(operationArb, {
+    minLength: MIN_OPERATIONS,
+    maxLength: MIN_OPERATIONS + 40,
+  });
+  fc.assert(
+    fc.property(variantArb, seedArb, programArb, (variant, seed, program) => {
+      const run = new Run(kind, variant, seed);
+      for (const operation of program) run.execute(operation);
+      run.checkMemory('the whole program', true);
+    }),
+    { numRuns: runs },
+  );
+}
+
+/** The generator reached every kind of outcome the test claims to cover (`scale`: share of RUNS). */
+function expectCoverage(scale: number): void {
+  expect(tally.libraryCalls).toBeGreaterThanOrEqual(10_000);
+  expect(tally.outcomes['non-DMAError']).toBeUndefined();
+  expect(tally.outcomes.ok).toBeGreaterThan(2_000 * scale);
+  expect(tally.outcomes.ERR_DMA_INVALID_ATTRIBUTES).toBeGreaterThan(300 * scale);
+  expect(tally.outcomes.ERR_DMA_INVALID_ARGUMENT).toBeGreaterThan(300 * scale);
+  expect(tally.outcomes.ERR_DMA_UNASSIGNED).toBeGreaterThan(300 * scale);
+  expect(tally.crossingSuccesses).toBeGreaterThan(100 * scale);
+  expect(tally.holeCrossingFailures).toBeGreaterThan(100 * scale);
+  expect(tally.misalignedFixed).toBeGreaterThan(100 * scale);
+  expect(tally.aliasTransfers).toBeGreaterThan(50 * scale);
+  expect(tally.viewWrites).toBeGreaterThan(100 * scale);
+}
