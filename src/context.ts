@@ -377,11 +377,9 @@ export class DMAContext {
         try {
           if (length !== 0) this.#flat.bytes.fill(value, offset, offset + length);
         } catch (error) {
-          this.#recover(error);
-          this.#accessOne(FILL, addr, length, bits, undefined, value, true);
+          this.#redo(error, FILL, addr, length, bits, undefined, value, true);
           return;
         }
-        this.#marked(addr, length);
         this.#after(strength, FILL, addr, length, bits);
         return;
       }
@@ -794,6 +792,21 @@ export class DMAContext {
     if (!this.#flat.stale()) throw error;
   }
 
+  /** {@link DMAContext.#recover}, then the access again on the general path. */
+  #redo(
+    error: unknown,
+    op: Op,
+    addr: number,
+    length: number,
+    bits: number,
+    buf: Uint8Array | undefined,
+    value: number | bigint,
+    little: boolean,
+  ): number | bigint {
+    this.#recover(error);
+    return this.#accessOne(op, addr, length, bits, buf, value, little);
+  }
+
   /**
    * The backing offset for the flat fast paths, or -1 when they do not apply: an IOMMU, a
    * number that is not a safe address, or a range that is not one piece of RAM inside the
@@ -821,8 +834,7 @@ export class DMAContext {
         try {
           copyOut(this.#flat, offset, buf, length);
         } catch (error) {
-          this.#recover(error);
-          this.#accessOne(OUT, addr, length, bits, buf, 0, true);
+          this.#redo(error, OUT, addr, length, bits, buf, 0, true);
           return;
         }
         this.#after(strengthCode(bits), OUT, addr, length, bits);
@@ -850,11 +862,9 @@ export class DMAContext {
         try {
           copyIn(this.#flat, offset, data, length);
         } catch (error) {
-          this.#recover(error);
-          this.#accessOne(IN, addr, length, bits, data, 0, true);
+          this.#redo(error, IN, addr, length, bits, data, 0, true);
           return;
         }
-        this.#marked(addr, length);
         this.#after(strength, IN, addr, length, bits);
         return;
       }
@@ -1052,8 +1062,7 @@ export class DMAContext {
     try {
       value = this.#word(offset, width, little, 0, false, strength !== NONE);
     } catch (error) {
-      this.#recover(error);
-      return this.#fixed(addr, width, bits, little, 0, false) as number;
+      return this.#redo(error, LOAD, addr, width, bits, undefined, 0, little) as number;
     }
     this.#after(strength, LOAD, addr, width, bits);
     return value;
@@ -1068,8 +1077,7 @@ export class DMAContext {
     try {
       value = this.#word64(offset, little, 0n, false, strength !== NONE);
     } catch (error) {
-      this.#recover(error);
-      return this.#fixed(addr, 8, bits, little, 0n, false) as bigint;
+      return this.#redo(error, LOAD, addr, 8, bits, undefined, 0n, little) as bigint;
     }
     this.#after(strength, LOAD, addr, 8, bits);
     return value;
@@ -1089,11 +1097,9 @@ export class DMAContext {
     try {
       this.#word(offset, width, little, value, true, strength !== NONE);
     } catch (error) {
-      this.#recover(error);
-      this.#fixed(addr, width, bits, little, value, true);
+      this.#redo(error, STORE, addr, width, bits, undefined, value, little);
       return;
     }
-    this.#marked(addr, width);
     this.#after(strength, STORE, addr, width, bits);
   }
 
@@ -1111,11 +1117,9 @@ export class DMAContext {
     try {
       this.#word64(offset, little, value, true, strength !== NONE);
     } catch (error) {
-      this.#recover(error);
-      this.#fixed(addr, 8, bits, little, value, true);
+      this.#redo(error, STORE, addr, 8, bits, undefined, value, little);
       return;
     }
-    this.#marked(addr, 8);
     this.#after(strength, STORE, addr, 8, bits);
   }
 
@@ -1127,11 +1131,14 @@ export class DMAContext {
   }
 
   /**
-   * Ends a finished fast-path access: issues the barrier that goes after it (acquire and
-   * full, bit 0 of the numeric strength, order later accesses after this one) and, when
-   * tracing, delivers its events as {@link DMAContext.#finish} does.
+   * Ends a finished flat fast-path access, where the guest address is the guest-physical
+   * one: marks a store's pages in the dirty log, issues the barrier that goes after it
+   * (acquire and full, bit 0 of the numeric strength, order later accesses after this one)
+   * and, when tracing, delivers its events as {@link DMAContext.#finish} does. The op is a
+   * constant where this is inlined, so a read pays nothing for the mark.
    */
   #after(strength: number, op: Op, addr: number, length: number, attrs: number): void {
+    if (op !== OUT && op !== LOAD) this.#marked(addr, length);
     if (this.#trace !== undefined) this.#finish(strength, op, [addr, length], 2, length, attrs);
     else if ((strength & ACQUIRE) !== 0) this.#fence.emit(strength);
   }
