@@ -11,6 +11,12 @@
  * one, from any thread: the mark is ordered after the store, and the exchange either sees it
  * or comes before it.
  *
+ * The mark is a read-modify-write even when the bit is already set. A plain load that sees the
+ * bit and skips the store would report the page just as well, but the collector's exchange
+ * would then read from some earlier writer's mark, not this one's: it would not synchronize
+ * with this write, so a migration copying the page after `collect` could copy it without this
+ * write's bytes, and nothing would report the page again.
+ *
  * @module
  */
 import { DMAError } from './errors.js';
