@@ -133,7 +133,13 @@ export class FlatView {
   readonly #spanOffset: Float64Array;
   readonly #base0: number;
   readonly #end0: number;
-  readonly #offset0: number;
+  /** The first span's backing offset minus its guest base. */
+  readonly #delta0: number;
+  /**
+   * Where the first span ends for the fast path: its guest end, or less where the views end
+   * sooner (after a shrink). Updated by {@link FlatView.refresh}.
+   */
+  #fastEnd0 = 0;
   readonly #single: boolean;
   /** Where the last span ends in the backing: how far the views ever need to reach. */
   readonly #limit: number;
@@ -159,7 +165,7 @@ export class FlatView {
     this.#spanOffset = Float64Array.from(offsets);
     this.#base0 = bases[0] ?? 0;
     this.#end0 = ends[0] ?? 0;
-    this.#offset0 = offsets[0] ?? 0;
+    this.#delta0 = (offsets[0] ?? 0) - this.#base0;
     this.#single = bases.length === 1;
     let limit = 0;
     for (const region of regions) limit = Math.max(limit, region.offset + region.size);
@@ -193,6 +199,7 @@ export class FlatView {
     this.u64 = new BigUint64Array(usable, 0, Math.floor(length / 8));
     this.buffer = usable;
     this.#available = length;
+    this.#fastEnd0 = Math.min(this.#end0, length - this.#delta0);
     this.#source = buffer;
     this.#sourceLength = sourceLength;
   }
@@ -218,10 +225,8 @@ export class FlatView {
    * `length` as safe non-negative integers.
    */
   locate(gpa: number, length: number): number {
-    if (gpa >= this.#base0 && gpa + length <= this.#end0) {
-      const offset = this.#offset0 + (gpa - this.#base0);
-      return offset + length <= this.#available ? offset : -1;
-    }
+    // One test for "in the first span and inside the views": #fastEnd0 is the nearer end.
+    if (gpa >= this.#base0 && gpa + length <= this.#fastEnd0) return gpa + this.#delta0;
     return this.#single ? -1 : this.#locateBeyondFirst(gpa, length);
   }
 

@@ -121,13 +121,19 @@ function invalidAttributes(message: string): DMAError {
 
 /**
  * The bits of an accessor with an implied direction (`read`, `write`, `set`, fixed-width):
- * numbers are checked with a mask so that the hot path neither allocates nor calls zod.
+ * a number with no bit but the implied direction and RELAXED is taken as it is, so that the
+ * hot path neither allocates nor calls zod; anything else is {@link impliedSlow}. Kept small:
+ * it is inlined into every accessor's fast path.
  */
 function impliedBits(attrs: DMAAttributesLike | undefined, implied: number, op: string): number {
-  let bits: number;
-  if (typeof attrs === 'number' && (attrs & 7) === attrs) bits = attrs;
-  else if (attrs === undefined) return implied;
-  else bits = toAttributes(attrs);
+  if (typeof attrs === 'number' && (attrs & (implied | RELAXED)) === attrs) return attrs | implied;
+  return impliedSlow(attrs, implied, op);
+}
+
+/** {@link impliedBits} for no attributes, flag objects, and numbers it refuses. */
+function impliedSlow(attrs: DMAAttributesLike | undefined, implied: number, op: string): number {
+  if (attrs === undefined) return implied;
+  const bits = typeof attrs === 'number' && (attrs & 7) === attrs ? attrs : toAttributes(attrs);
   if ((bits & DIRECTIONS & ~implied) !== 0) throw impliedConflict(attrs, bits, implied, op);
   return bits | implied;
 }
@@ -318,8 +324,8 @@ export class DMAContext {
    */
   rw(addr: number, buf: Uint8Array, attrs: DMAAttributesLike): void {
     const bits = directedBits(attrs, 'rw', true);
-    if ((bits & READ) !== 0) this.#readFast(addr, buf, bits);
-    else this.#writeFast(addr, buf, bits);
+    if ((bits & READ) !== 0) this.#readLength(addr, buf, uint8Length(buf), bits);
+    else this.#writeLength(addr, buf, uint8Length(buf), bits);
   }
 
   /**
@@ -332,7 +338,7 @@ export class DMAContext {
    * @throws {@link DMAError} / {@link DMAFault} as {@link DMAContext.rw}.
    */
   read(addr: number, buf: Uint8Array, attrs?: DMAAttributesLike): void {
-    this.#readFast(addr, buf, impliedBits(attrs, READ, 'read'));
+    this.#readLength(addr, buf, uint8Length(buf), impliedBits(attrs, READ, 'read'));
   }
 
   /**
@@ -345,7 +351,7 @@ export class DMAContext {
    * @throws {@link DMAError} / {@link DMAFault} as {@link DMAContext.rw}.
    */
   write(addr: number, data: Uint8Array, attrs?: DMAAttributesLike): void {
-    this.#writeFast(addr, data, impliedBits(attrs, WRITE, 'write'));
+    this.#writeLength(addr, data, uint8Length(data), impliedBits(attrs, WRITE, 'write'));
   }
 
   /**
@@ -380,6 +386,7 @@ export class DMAContext {
           this.#redo(error, FILL, addr, length, bits, undefined, value, true);
           return;
         }
+        this.#marked(addr, length);
         this.#after(strength, FILL, addr, length, bits);
         return;
       }
@@ -819,14 +826,11 @@ export class DMAContext {
     return length === 0 ? 0 : this.#flat.locate(addr, length);
   }
 
-  /** {@link DMAContext.read}'s path once the attributes are bits. */
-  #readFast(addr: number, buf: Uint8Array, bits: number): void {
-    this.#readLength(addr, buf, uint8Length(buf), bits);
-  }
-
   /**
-   * A read with the buffer's real length read (-1: not a buffer). The flat fast path is
-   * written flat, so that V8 inlines it whole; anything else is {@link DMAContext.#transfer}.
+   * A read with the buffer's real length read (-1: not a buffer) and the attributes as bits.
+   * The flat fast path is written flat, so that V8 inlines it whole (its budget is about 920
+   * bytes of bytecode for the whole chain from `read` down; docs/performance.md); anything
+   * else is {@link DMAContext.#transfer}.
    */
   #readLength(addr: number, buf: Uint8Array, length: number, bits: number): void {
     if (length >= 0) {
@@ -847,14 +851,9 @@ export class DMAContext {
   }
 
   /**
-   * {@link DMAContext.#readFast} for writes. Reads and writes have a fast path each, so that
-   * V8 inlines one copy routine into the caller rather than both.
+   * {@link DMAContext.#readLength} for writes. Reads and writes have a fast path each, so
+   * that V8 inlines one copy routine into the caller rather than both.
    */
-  #writeFast(addr: number, data: Uint8Array, bits: number): void {
-    this.#writeLength(addr, data, uint8Length(data), bits);
-  }
-
-  /** {@link DMAContext.#readLength} for writes. */
   #writeLength(addr: number, data: Uint8Array, length: number, bits: number): void {
     if (length >= 0) {
       const offset = this.#flatOffset(addr, length);
@@ -867,6 +866,7 @@ export class DMAContext {
           this.#redo(error, IN, addr, length, bits, data, 0, true);
           return;
         }
+        this.#marked(addr, length);
         this.#after(strength, IN, addr, length, bits);
         return;
       }
@@ -1108,6 +1108,7 @@ export class DMAContext {
       this.#redo(error, STORE, addr, width, bits, undefined, value, little);
       return;
     }
+    this.#marked(addr, width);
     this.#after(strength, STORE, addr, width, bits);
   }
 
@@ -1128,6 +1129,7 @@ export class DMAContext {
       this.#redo(error, STORE, addr, 8, bits, undefined, value, little);
       return;
     }
+    this.#marked(addr, 8);
     this.#after(strength, STORE, addr, 8, bits);
   }
 
@@ -1139,16 +1141,19 @@ export class DMAContext {
   }
 
   /**
-   * Ends a finished flat fast-path access, where the guest address is the guest-physical
-   * one: marks a store's pages in the dirty log, issues the barrier that goes after it
-   * (acquire and full, bit 0 of the numeric strength, order later accesses after this one)
-   * and, when tracing, delivers its events as {@link DMAContext.#finish} does. The op is a
-   * constant where this is inlined, so a read pays nothing for the mark.
+   * Ends a finished flat fast-path access (a store has marked its pages): issues the barrier
+   * that goes after it (acquire and full, bit 0 of the numeric strength, order later
+   * accesses after this one) and, when tracing, delivers its events as
+   * {@link DMAContext.#finish} does.
    */
   #after(strength: number, op: Op, addr: number, length: number, attrs: number): void {
-    if (op !== OUT && op !== LOAD) this.#marked(addr, length);
-    if (this.#trace !== undefined) this.#finish(strength, op, [addr, length], 2, length, attrs);
+    if (this.#trace !== undefined) this.#traceOne(strength, op, addr, length, attrs);
     else if ((strength & ACQUIRE) !== 0) this.#fence.emit(strength);
+  }
+
+  /** {@link DMAContext.#finish} for one range, kept out of {@link DMAContext.#after}. */
+  #traceOne(strength: number, op: Op, addr: number, length: number, attrs: number): void {
+    this.#finish(strength, op, [addr, length], 2, length, attrs);
   }
 
   /**
