@@ -12,17 +12,18 @@
  * `WebAssembly.Memory` that grew (its old `ArrayBuffer` is detached), a resizable
  * `ArrayBuffer` that shrank or grew again, an `ArrayBuffer` transferred away. Only unshared
  * backings can do that: a shared buffer never shrinks or detaches, and a grown one leaves
- * the old views valid. How a change is noticed without costing the fast path anything:
+ * the old views valid, so the views of a shared backing are never checked at all. The views
+ * of an unshared one have a fixed length, so a change only makes them shorter: a detached
+ * view, or one a resizable buffer no longer covers, has length 0, and the fast path's one
+ * extra test is that length. The slow path ({@link FlatView.resolve}) asks the buffer itself
+ * with the builtin getters whether it changed, and rebuilds the views first if it did.
  *
- * - The fast path trusts the views. They have a fixed length, so on a buffer that was
- *   detached or shrunk below them every operation the copies use throws (a `DataView`
- *   access, `Atomics`, `set`, `fill`; the copies never index guest bytes, which would fail
- *   silently), before any byte moves. The accessor catches that and takes the slow path.
- * - The slow path ({@link FlatView.resolve}) asks the buffer itself, with the builtin
- *   getters, whether it changed, and rebuilds the views first if it did.
- *
- * The views' own `length` is never the test: V8 11 (Node 20) can answer a detached view's
- * old length from optimised code that has also seen views of resizable buffers.
+ * That test lives in a subclass per kind of unshared backing, {@link DetachableFlatView} and
+ * {@link ResizableFlatView}, each with its own `locate`, so that no one site ever reads the
+ * length of both kinds of view: V8 11 (Node 20) answers a detached view's old length from
+ * optimised code whose feedback also holds views of resizable buffers. The copies
+ * (internal/copy.ts) never index guest bytes as elements besides, so that a view that went
+ * stale anyway makes them throw rather than lose a byte silently.
  *
  * @module
  */
@@ -293,5 +294,27 @@ export class FlatView {
     const offset = (this.#spanOffset[index] as number) + (gpa - (this.#spanBase[index] as number));
     const remaining = (this.#spanEnd[index] as number) - gpa;
     return Math.max(0, Math.min(remaining, this.#available - offset));
+  }
+}
+
+/**
+ * The flat view of an unshared backing that can be detached under it: an `ArrayBuffer`
+ * (transferred away), an unshared `WebAssembly.Memory` (every `grow` detaches its buffer).
+ */
+export class DetachableFlatView extends FlatView {
+  override locate(gpa: number, length: number): number {
+    // A detached view has length 0: the slow path then rebuilds the views and looks again.
+    return this.bytes.length === 0 ? -1 : super.locate(gpa, length);
+  }
+}
+
+/**
+ * The flat view of a resizable `ArrayBuffer`, whose fixed-length views go out of bounds
+ * (length 0) when it shrinks below them. Apart from {@link DetachableFlatView} so that its
+ * length test never sees the other kind of view (see the module's notes on V8).
+ */
+export class ResizableFlatView extends FlatView {
+  override locate(gpa: number, length: number): number {
+    return this.bytes.length === 0 ? -1 : super.locate(gpa, length);
   }
 }

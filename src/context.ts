@@ -380,12 +380,7 @@ export class DMAContext {
         const strength = strengthCode(bits);
         if ((strength & RELEASE) !== 0) this.#fence.emit(strength);
         // `fill` throws on a detached view even for no bytes: a zero-length set touches none.
-        try {
-          if (length !== 0) this.#flat.bytes.fill(value, offset, offset + length);
-        } catch (error) {
-          this.#redo(error, FILL, addr, length, bits, undefined, value, true);
-          return;
-        }
+        if (length !== 0) this.#flat.bytes.fill(value, offset, offset + length);
         this.#marked(addr, length);
         this.#after(strength, FILL, addr, length, bits);
         return;
@@ -792,31 +787,6 @@ export class DMAContext {
   }
 
   /**
-   * What a fast path does when its move threw: nothing had moved (on a detached or shrunk
-   * buffer the first guest operation throws; see address.ts), so when the backing changed
-   * under the views, the caller redoes the access on the general path, which rebuilds them.
-   * Anything else (a stack overflow) is rethrown.
-   */
-  #recover(error: unknown): void {
-    if (!this.#flat.stale()) throw error;
-  }
-
-  /** {@link DMAContext.#recover}, then the access again on the general path. */
-  #redo(
-    error: unknown,
-    op: Op,
-    addr: number,
-    length: number,
-    bits: number,
-    buf: Uint8Array | undefined,
-    value: number | bigint,
-    little: boolean,
-  ): number | bigint {
-    this.#recover(error);
-    return this.#accessOne(op, addr, length, bits, buf, value, little);
-  }
-
-  /**
    * The backing offset for the flat fast paths, or -1 when they do not apply: an IOMMU, a
    * number that is not a safe address, or a range that is not one piece of RAM inside the
    * current views (the general path then tells a hole from a backing that changed).
@@ -837,12 +807,7 @@ export class DMAContext {
       const offset = this.#flatOffset(addr, length);
       if (offset >= 0) {
         // A read asks for acquire (after) or none: nothing goes before it.
-        try {
-          copyOut(this.#flat, offset, buf, length);
-        } catch (error) {
-          this.#redo(error, OUT, addr, length, bits, buf, 0, true);
-          return;
-        }
+        copyOut(this.#flat, offset, buf, length);
         this.#after(strengthCode(bits), OUT, addr, length, bits);
         return;
       }
@@ -860,12 +825,7 @@ export class DMAContext {
       if (offset >= 0) {
         const strength = strengthCode(bits);
         if ((strength & RELEASE) !== 0) this.#fence.emit(strength);
-        try {
-          copyIn(this.#flat, offset, data, length);
-        } catch (error) {
-          this.#redo(error, IN, addr, length, bits, data, 0, true);
-          return;
-        }
+        copyIn(this.#flat, offset, data, length);
         this.#marked(addr, length);
         this.#after(strength, IN, addr, length, bits);
         return;
@@ -924,9 +884,6 @@ export class DMAContext {
       if ((strength & RELEASE) !== 0) this.#fence.emit(strength);
       if (toGuest) copyIn(this.#flat, offset, buf, length);
       else copyOut(this.#flat, offset, buf, length);
-    } catch (error) {
-      this.#recover(error);
-      return false;
     } finally {
       iommuAccess.leave(iommu, slot);
     }
@@ -1066,12 +1023,7 @@ export class DMAContext {
     const offset = this.#flatOffset(addr, width);
     if (offset < 0) return this.#fixed(addr, width, bits, little, 0, false) as number;
     const strength = strengthCode(bits);
-    let value: number;
-    try {
-      value = this.#loadWord(offset, width, little, strength !== NONE);
-    } catch (error) {
-      return this.#redo(error, LOAD, addr, width, bits, undefined, 0, little) as number;
-    }
+    const value = this.#loadWord(offset, width, little, strength !== NONE);
     this.#after(strength, LOAD, addr, width, bits);
     return value;
   }
@@ -1081,12 +1033,7 @@ export class DMAContext {
     const offset = this.#flatOffset(addr, 8);
     if (offset < 0) return this.#fixed(addr, 8, bits, little, 0n, false) as bigint;
     const strength = strengthCode(bits);
-    let value: bigint;
-    try {
-      value = this.#word64(offset, little, 0n, false, strength !== NONE);
-    } catch (error) {
-      return this.#redo(error, LOAD, addr, 8, bits, undefined, 0n, little) as bigint;
-    }
+    const value = this.#word64(offset, little, 0n, false, strength !== NONE);
     this.#after(strength, LOAD, addr, 8, bits);
     return value;
   }
@@ -1102,12 +1049,7 @@ export class DMAContext {
     }
     const strength = strengthCode(bits);
     if ((strength & RELEASE) !== 0) this.#fence.emit(strength);
-    try {
-      this.#storeWord(offset, width, little, value, strength !== NONE);
-    } catch (error) {
-      this.#redo(error, STORE, addr, width, bits, undefined, value, little);
-      return;
-    }
+    this.#storeWord(offset, width, little, value, strength !== NONE);
     this.#marked(addr, width);
     this.#after(strength, STORE, addr, width, bits);
   }
@@ -1123,12 +1065,7 @@ export class DMAContext {
     }
     const strength = strengthCode(bits);
     if ((strength & RELEASE) !== 0) this.#fence.emit(strength);
-    try {
-      this.#word64(offset, little, value, true, strength !== NONE);
-    } catch (error) {
-      this.#redo(error, STORE, addr, 8, bits, undefined, value, little);
-      return;
-    }
+    this.#word64(offset, little, value, true, strength !== NONE);
     this.#marked(addr, 8);
     this.#after(strength, STORE, addr, 8, bits);
   }

@@ -13,7 +13,14 @@ import {
   type BarrierPolicy,
   type BarrierStrength,
 } from './barrier.js';
-import { FlatView, place, type CurrentBuffer, type PlacedRegion } from './address.js';
+import {
+  DetachableFlatView,
+  FlatView,
+  ResizableFlatView,
+  place,
+  type CurrentBuffer,
+  type PlacedRegion,
+} from './address.js';
 import {
   DirtyBitmap,
   dirtyLogsOf,
@@ -35,6 +42,7 @@ import { copyIn, copyOut, copyPieces } from './internal/copy.js';
 import { describe } from './internal/describe.js';
 import {
   arrayBufferByteLength,
+  isResizable,
   sharedByteLength,
   wasmMemoryBuffer,
 } from './internal/intrinsics.js';
@@ -459,7 +467,12 @@ export class GuestMemory {
       this.#fenceLocation = Object.freeze({ buffer, byteOffset: 0 });
       word = new Int32Array(buffer, 0, 1);
     }
-    const flat = new FlatView(placed.regions, this.#current, !shared);
+    // One class per kind of backing, so that the fast path's view test is sound (address.ts).
+    const flat = shared
+      ? new FlatView(placed.regions, this.#current, false)
+      : isResizable(this.#current())
+        ? new ResizableFlatView(placed.regions, this.#current, true)
+        : new DetachableFlatView(placed.regions, this.#current, true);
     const dirty = this.#dirtyBitmap(dirtyLog, placed.regions, adoptedBitmap);
     this.#regions = Object.freeze(placed.regions.map((region) => Object.freeze({ ...region })));
     this.#parts = { flat, fence: new Fence(word, this.#barrierPolicy), dirty };
