@@ -43,16 +43,19 @@ function rowsOf(library, withIssue10) {
   const next = () => (tick = (tick + 1) & 0xffff);
   const rows = {};
   for (const size of [8, 16, 64, 4096]) {
-    rows[`read ${size}B`] = () => ctx.read(ADDR, buffers[size], RELAXED);
-    rows[`write ${size}B`] = () => ctx.write(ADDR, buffers[size], RELAXED);
+    const buf = buffers[size];
+    rows[`read ${size}B`] = () => ctx.read(ADDR, buf, RELAXED);
+    rows[`write ${size}B`] = () => ctx.write(ADDR, buf, RELAXED);
   }
+  const buf8 = buffers[8];
+  const buf64 = buffers[64];
   rows['readU32LE relaxed'] = () => ctx.readU32LE(ADDR, RELAXED);
   rows['writeU32LE relaxed'] = () => ctx.writeU32LE(ADDR, next(), RELAXED);
   rows['readU32LE acquire'] = () => ctx.readU32LE(ADDR);
   rows['set 64B'] = () => ctx.set(ADDR, 1, 64, RELAXED);
-  rows['iommu write 64B'] = () => iommu.write(IOVA_BASE + ADDR, buffers[64], RELAXED);
-  rows['iommu read 64B'] = () => iommu.read(IOVA_BASE + ADDR, buffers[64], RELAXED);
-  rows['flags read 8B'] = () => ctx.read(ADDR, buffers[8], { relaxed: true });
+  rows['iommu write 64B'] = () => iommu.write(IOVA_BASE + ADDR, buf64, RELAXED);
+  rows['iommu read 64B'] = () => iommu.read(IOVA_BASE + ADDR, buf64, RELAXED);
+  rows['flags read 8B'] = () => ctx.read(ADDR, buf8, { relaxed: true });
   if (withIssue10) {
     const offset = 65536 + 8;
     const adopted = new DMAContext(
@@ -66,9 +69,10 @@ function rowsOf(library, withIssue10) {
       new GuestMemory({ size: MEMORY_SIZE, barrierPolicy: 'tso', dirtyLog: { clients: ['code'] } }),
     );
     for (const size of [8, 64, 4096]) {
-      rows[`adopted read ${size}B`] = () => adopted.read(ADDR, buffers[size], RELAXED);
-      rows[`adopted write ${size}B`] = () => adopted.write(ADDR, buffers[size], RELAXED);
-      rows[`dirty-log write ${size}B`] = () => logged.write(ADDR, buffers[size], RELAXED);
+      const buf = buffers[size];
+      rows[`adopted read ${size}B`] = () => adopted.read(ADDR, buf, RELAXED);
+      rows[`adopted write ${size}B`] = () => adopted.write(ADDR, buf, RELAXED);
+      rows[`dirty-log write ${size}B`] = () => logged.write(ADDR, buf, RELAXED);
     }
     rows['adopted writeU32LE relaxed'] = () => adopted.writeU32LE(ADDR, next(), RELAXED);
     rows['dirty-log writeU32LE relaxed'] = () => logged.writeU32LE(ADDR, next(), RELAXED);
