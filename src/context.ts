@@ -141,7 +141,7 @@ function impliedSlow(attrs: DMAAttributesLike | undefined, implied: number, op: 
 /**
  * The error for attributes that name the direction opposite to the implied one. Kept out of
  * {@link impliedBits}: V8 inlines by bytecode size, and a message template in the hot path
- * would use up the budget that the copy needs (see docs/performance.md).
+ * would use up the budget that the copy needs (see `docs/performance.md`).
  */
 function impliedConflict(
   attrs: DMAAttributesLike,
@@ -799,7 +799,7 @@ export class DMAContext {
   /**
    * A read with the buffer's real length read (-1: not a buffer) and the attributes as bits.
    * The flat fast path is written flat, so that V8 inlines it whole (its budget is about 920
-   * bytes of bytecode for the whole chain from `read` down; docs/performance.md); anything
+   * bytes of bytecode for the whole chain from `read` down; `docs/performance.md`); anything
    * else is {@link DMAContext.#transfer}.
    */
   #readLength(addr: number, buf: Uint8Array, length: number, bits: number): void {

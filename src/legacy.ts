@@ -26,7 +26,7 @@ const { READ, WRITE, RELAXED } = DMAAttributes;
 /**
  * The direction of a transfer, as the 2012 helpers named it.
  *
- * @deprecated Use {@link dma-attrs!DMAAttributes}: `TO_DEVICE` is `DMAAttributes.READ`,
+ * @deprecated Use {@link dma-attrs!DMAAttributes | DMAAttributes}: `TO_DEVICE` is `DMAAttributes.READ`,
  * `FROM_DEVICE` is `DMAAttributes.WRITE`.
  */
 export enum DMADirection {
@@ -41,7 +41,7 @@ export enum DMADirection {
  *
  * @param dir - a {@link DMADirection}.
  * @returns `DMAAttributes.READ` or `DMAAttributes.WRITE`.
- * @throws {@link dma-attrs!DMAError} `ERR_DMA_INVALID_ATTRIBUTES` for anything else.
+ * @throws {@link dma-attrs!DMAError | DMAError} `ERR_DMA_INVALID_ATTRIBUTES` for anything else.
  * @deprecated Write `DMAAttributes.READ` or `DMAAttributes.WRITE` directly.
  */
 export function directionToAttributes(dir: DMADirection): number {
