@@ -400,7 +400,7 @@ export class IommuDomain {
     if (!(typeof SharedArrayBuffer === 'function' && this.#buffer instanceof SharedArrayBuffer)) {
       throw new DMAError(
         'ERR_DMA_INVALID_ARGUMENT',
-        'an IOMMU domain has a handle only where SharedArrayBuffer exists (a cross-origin isolated page, or Node.js)',
+        'an IOMMU domain has a handle only where SharedArrayBuffer exists: a browser page needs cross-origin isolation (Cross-Origin-Opener-Policy: same-origin and Cross-Origin-Embedder-Policy: require-corp), or use Node.js',
       );
     }
     return {

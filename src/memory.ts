@@ -571,7 +571,9 @@ export class GuestMemory {
     if (!this.#shared || fence === undefined) {
       throw new DMAError(
         'ERR_DMA_INVALID_ARGUMENT',
-        'only shared memory has a handle: this memory is not shared (made with shared: false or an unshared backing)',
+        typeof SharedArrayBuffer === 'function'
+          ? 'only shared memory has a handle: this memory is not shared (made with shared: false or an unshared backing)'
+          : 'only shared memory has a handle, and SharedArrayBuffer is not available here: a browser page needs cross-origin isolation (Cross-Origin-Opener-Policy: same-origin and Cross-Origin-Embedder-Policy: require-corp)',
       );
     }
     const dirty = this.#parts.dirty;
