@@ -321,6 +321,7 @@ export class DMAContext {
    * @throws {@link DMAError} `ERR_DMA_INVALID_ATTRIBUTES` without exactly one direction;
    * `ERR_DMA_INVALID_ARGUMENT` for a bad address or buffer; {@link DMAFault} when the range
    * is not all accessible. No byte moves then.
+   * @category Transfers
    */
   rw(addr: number, buf: Uint8Array, attrs: DMAAttributesLike): void {
     const bits = directedBits(attrs, 'rw', true);
@@ -336,6 +337,7 @@ export class DMAContext {
    * @param buf - receives its real length in bytes; it may be a view of guest memory.
    * @param attrs - optionally RELAXED; a WRITE bit is an error.
    * @throws {@link DMAError} / {@link DMAFault} as {@link DMAContext.rw}.
+   * @category Transfers
    */
   read(addr: number, buf: Uint8Array, attrs?: DMAAttributesLike): void {
     this.#readLength(addr, buf, uint8Length(buf), impliedBits(attrs, READ, 'read'));
@@ -349,6 +351,7 @@ export class DMAContext {
    * @param data - the bytes to write; it may be a view of guest memory.
    * @param attrs - optionally RELAXED; a READ bit is an error.
    * @throws {@link DMAError} / {@link DMAFault} as {@link DMAContext.rw}.
+   * @category Transfers
    */
   write(addr: number, data: Uint8Array, attrs?: DMAAttributesLike): void {
     this.#writeLength(addr, data, uint8Length(data), impliedBits(attrs, WRITE, 'write'));
@@ -363,6 +366,7 @@ export class DMAContext {
    * @param attrs - optionally RELAXED; a READ bit is an error.
    * @throws {@link DMAError} `ERR_DMA_INVALID_ARGUMENT` for a value that is not a byte;
    * otherwise as {@link DMAContext.rw}.
+   * @category Transfers
    */
   set(addr: number, value: number, length: number, attrs?: DMAAttributesLike): void {
     const bits = impliedBits(attrs, WRITE, 'set');
@@ -404,6 +408,7 @@ export class DMAContext {
    * @param attrs - READ, WRITE or BIDIRECTIONAL, optionally with RELAXED.
    * @returns true when the whole range is accessible.
    * @throws {@link DMAError} for bad arguments (never for an inaccessible range).
+   * @category Transfers
    */
   valid(addr: number, length: number, attrs: DMAAttributesLike): boolean {
     const bits = directedBits(attrs, 'valid', false);
@@ -438,6 +443,7 @@ export class DMAContext {
    * @throws {@link DMAFault} `ERR_DMA_UNASSIGNED` when `addr` is in a hole, or with an IOMMU
    * `ERR_DMA_IOMMU_UNMAPPED` / `ERR_DMA_IOMMU_PERMISSION` for the first page;
    * {@link DMAError} for bad arguments.
+   * @category Map and unmap
    */
   map(addr: number, length: number, attrs: DMAAttributesLike): Uint8Array {
     const bits = directedBits(attrs, 'map', false);
@@ -486,6 +492,7 @@ export class DMAContext {
    * @param accessedLength - how many bytes the device actually accessed; the view's length by default.
    * @throws {@link DMAError} `ERR_DMA_INVALID_ARGUMENT` for a view this context did not map,
    * one already unmapped, or an accessed length beyond the view.
+   * @category Map and unmap
    */
   unmap(view: Uint8Array, accessedLength?: number): void {
     bufferLength(view, 'view');
@@ -524,23 +531,36 @@ export class DMAContext {
    *
    * @param strength - `none`, `acquire`, `release` or `full`.
    * @throws {@link DMAError} `ERR_DMA_INVALID_ARGUMENT` for another strength.
+   * @category Barriers
    */
   barrier(strength: BarrierStrength): void {
     const code = parseStrength(strength);
     if (code !== NONE) this.#barrierEvent(code, 0, 0, 0);
   }
 
-  /** Reads a byte. Atomic unless RELAXED. See {@link DMAContext.readU32LE}. */
+  /**
+   * Reads a byte. Atomic unless RELAXED. See {@link DMAContext.readU32LE}.
+   *
+   * @category Fixed-width
+   */
   readU8(addr: number, attrs?: DMAAttributesLike): number {
     return this.#load(addr, 1, impliedBits(attrs, READ, 'readU8'), true);
   }
 
-  /** Reads a little-endian u16. See {@link DMAContext.readU32LE}. */
+  /**
+   * Reads a little-endian u16. See {@link DMAContext.readU32LE}.
+   *
+   * @category Fixed-width
+   */
   readU16LE(addr: number, attrs?: DMAAttributesLike): number {
     return this.#load(addr, 2, impliedBits(attrs, READ, 'readU16LE'), true);
   }
 
-  /** Reads a big-endian u16. See {@link DMAContext.readU32LE}. */
+  /**
+   * Reads a big-endian u16. See {@link DMAContext.readU32LE}.
+   *
+   * @category Fixed-width
+   */
   readU16BE(addr: number, attrs?: DMAAttributesLike): number {
     return this.#load(addr, 2, impliedBits(attrs, READ, 'readU16BE'), false);
   }
@@ -554,37 +574,62 @@ export class DMAContext {
    * @param attrs - optionally RELAXED (the load may then tear); a WRITE bit is an error.
    * @returns the value.
    * @throws {@link DMAError} / {@link DMAFault} as {@link DMAContext.rw}.
+   * @category Fixed-width
    */
   readU32LE(addr: number, attrs?: DMAAttributesLike): number {
     return this.#load(addr, 4, impliedBits(attrs, READ, 'readU32LE'), true);
   }
 
-  /** Reads a big-endian u32. See {@link DMAContext.readU32LE}. */
+  /**
+   * Reads a big-endian u32. See {@link DMAContext.readU32LE}.
+   *
+   * @category Fixed-width
+   */
   readU32BE(addr: number, attrs?: DMAAttributesLike): number {
     return this.#load(addr, 4, impliedBits(attrs, READ, 'readU32BE'), false);
   }
 
-  /** Reads a little-endian u64 as a bigint. See {@link DMAContext.readU32LE}. */
+  /**
+   * Reads a little-endian u64 as a bigint. See {@link DMAContext.readU32LE}.
+   *
+   * @category Fixed-width
+   */
   readU64LE(addr: number, attrs?: DMAAttributesLike): bigint {
     return this.#load64(addr, impliedBits(attrs, READ, 'readU64LE'), true);
   }
 
-  /** Reads a big-endian u64 as a bigint. See {@link DMAContext.readU32LE}. */
+  /**
+   * Reads a big-endian u64 as a bigint. See {@link DMAContext.readU32LE}.
+   *
+   * @category Fixed-width
+   */
   readU64BE(addr: number, attrs?: DMAAttributesLike): bigint {
     return this.#load64(addr, impliedBits(attrs, READ, 'readU64BE'), false);
   }
 
-  /** Writes a byte. Atomic unless RELAXED. See {@link DMAContext.writeU32LE}. */
+  /**
+   * Writes a byte. Atomic unless RELAXED. See {@link DMAContext.writeU32LE}.
+   *
+   * @category Fixed-width
+   */
   writeU8(addr: number, value: number, attrs?: DMAAttributesLike): void {
     this.#store(addr, 1, value, impliedBits(attrs, WRITE, 'writeU8'), true);
   }
 
-  /** Writes a little-endian u16. See {@link DMAContext.writeU32LE}. */
+  /**
+   * Writes a little-endian u16. See {@link DMAContext.writeU32LE}.
+   *
+   * @category Fixed-width
+   */
   writeU16LE(addr: number, value: number, attrs?: DMAAttributesLike): void {
     this.#store(addr, 2, value, impliedBits(attrs, WRITE, 'writeU16LE'), true);
   }
 
-  /** Writes a big-endian u16. See {@link DMAContext.writeU32LE}. */
+  /**
+   * Writes a big-endian u16. See {@link DMAContext.writeU32LE}.
+   *
+   * @category Fixed-width
+   */
   writeU16BE(addr: number, value: number, attrs?: DMAAttributesLike): void {
     this.#store(addr, 2, value, impliedBits(attrs, WRITE, 'writeU16BE'), false);
   }
@@ -598,22 +643,35 @@ export class DMAContext {
    * @param attrs - optionally RELAXED (the store may then tear); a READ bit is an error.
    * @throws {@link DMAError} `ERR_DMA_INVALID_ARGUMENT` for a value that does not fit;
    * otherwise as {@link DMAContext.rw}.
+   * @category Fixed-width
    */
   writeU32LE(addr: number, value: number, attrs?: DMAAttributesLike): void {
     this.#store(addr, 4, value, impliedBits(attrs, WRITE, 'writeU32LE'), true);
   }
 
-  /** Writes a big-endian u32. See {@link DMAContext.writeU32LE}. */
+  /**
+   * Writes a big-endian u32. See {@link DMAContext.writeU32LE}.
+   *
+   * @category Fixed-width
+   */
   writeU32BE(addr: number, value: number, attrs?: DMAAttributesLike): void {
     this.#store(addr, 4, value, impliedBits(attrs, WRITE, 'writeU32BE'), false);
   }
 
-  /** Writes a little-endian u64 given as a bigint. See {@link DMAContext.writeU32LE}. */
+  /**
+   * Writes a little-endian u64 given as a bigint. See {@link DMAContext.writeU32LE}.
+   *
+   * @category Fixed-width
+   */
   writeU64LE(addr: number, value: bigint, attrs?: DMAAttributesLike): void {
     this.#store64(addr, value, impliedBits(attrs, WRITE, 'writeU64LE'), true);
   }
 
-  /** Writes a big-endian u64 given as a bigint. See {@link DMAContext.writeU32LE}. */
+  /**
+   * Writes a big-endian u64 given as a bigint. See {@link DMAContext.writeU32LE}.
+   *
+   * @category Fixed-width
+   */
   writeU64BE(addr: number, value: bigint, attrs?: DMAAttributesLike): void {
     this.#store64(addr, value, impliedBits(attrs, WRITE, 'writeU64BE'), false);
   }
