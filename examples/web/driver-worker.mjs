@@ -1,0 +1,20 @@
+/**
+ * The driver (the guest) of the web demo, in a module Web Worker. main.mjs posts it the guest
+ * memory's handle and the doorbell; it runs the loop of the Node demo
+ * (examples/virtio/driver-loop.mjs), posting its counts every 100 ms while it runs and once at
+ * the end.
+ */
+/* global self */
+import { GuestMemory } from 'dma-attrs';
+import { runDriver } from '../virtio/driver-loop.mjs';
+
+self.onmessage = ({ data }) => {
+  const memory = GuestMemory.fromHandle(data.handle);
+  self.postMessage({ ready: true });
+  const counts = runDriver({
+    ...data,
+    memory,
+    report: (progress) => self.postMessage({ progress }),
+  });
+  self.postMessage({ counts });
+};
