@@ -4,6 +4,7 @@ export default defineConfig({
   entry: {
     index: 'src/index.ts',
     legacy: 'src/legacy.ts',
+    virtio: 'src/virtio/index.ts',
     codemod: 'src/codemod/index.ts',
     cli: 'src/cli.ts',
     // Started by `dma-attrs litmus` as new URL('./litmus-worker.js', import.meta.url).

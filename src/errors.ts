@@ -17,6 +17,9 @@
  * - `ERR_DMA_IOMMU_UNMAPPED`: the IOVA range has no IOMMU mapping.
  * - `ERR_DMA_IOMMU_PERMISSION`: the mapping lacks the direction the access needs.
  * - `ERR_DMA_IOMMU_OVERLAP`: an IOMMU mapping was requested over an existing one.
+ * - `ERR_DMA_VIRTQUEUE`: the guest broke a virtqueue (a descriptor loop, a `next` out of
+ *   range, a bad indirect table, an `avail.idx` too far ahead); the message names the
+ *   descriptor index.
  */
 export type DMAErrorCode =
   | 'ERR_DMA_INVALID_ATTRIBUTES'
@@ -24,7 +27,8 @@ export type DMAErrorCode =
   | 'ERR_DMA_UNASSIGNED'
   | 'ERR_DMA_IOMMU_UNMAPPED'
   | 'ERR_DMA_IOMMU_PERMISSION'
-  | 'ERR_DMA_IOMMU_OVERLAP';
+  | 'ERR_DMA_IOMMU_OVERLAP'
+  | 'ERR_DMA_VIRTQUEUE';
 
 /**
  * Every error this package throws. `code` is stable across releases; the message names

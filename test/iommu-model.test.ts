@@ -46,7 +46,8 @@ type Code =
   | 'ERR_DMA_UNASSIGNED'
   | 'ERR_DMA_IOMMU_UNMAPPED'
   | 'ERR_DMA_IOMMU_PERMISSION'
-  | 'ERR_DMA_IOMMU_OVERLAP';
+  | 'ERR_DMA_IOMMU_OVERLAP'
+  | 'ERR_DMA_VIRTQUEUE';
 
 /** What a refused access carries (SPEC §7 and §5). */
 interface Fault {

@@ -50,8 +50,16 @@ describe('bundle size budgets', () => {
     },
   );
 
+  it('dma-attrs/virtio adds at most 6 KB (minified and gzipped) on top of dma-attrs', async () => {
+    const core = await bundledSize('dist/index.js');
+    const virtio = await bundledSize('dist/virtio.js');
+    const added = virtio.gzipped - core.gzipped;
+    console.log(`dist/virtio.js: ${virtio.gzipped} B gzipped, ${added} B on top of dma-attrs`);
+    expect(added).toBeLessThanOrEqual(6 * 1024);
+  });
+
   it('a bundle for the browser pulls in no Node built-in', async () => {
-    for (const { file } of BUDGETS) {
+    for (const file of [...BUDGETS.map((entry) => entry.file), 'dist/virtio.js']) {
       // With platform 'browser', a `node:` import fails the build instead of being left out.
       await expect(bundledSize(file)).resolves.toBeDefined();
     }
