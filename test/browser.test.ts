@@ -189,6 +189,21 @@ describe.skipIf(noChromium !== undefined)(
       ]);
     });
 
+    it('pops, answers and pushes a descriptor chain with dma-attrs/virtio in the page', async () => {
+      const report = await call<Record<string, unknown>>(page, 'virtqueue');
+      expect(report).toEqual({
+        head: 0,
+        readable: 4,
+        writable: 4,
+        request: [1, 2, 3, 4],
+        response: [2, 3, 4, 5],
+        usedIdx: 1,
+        usedId: 0,
+        usedLength: 4,
+        empty: true,
+      });
+    });
+
     it('runs every accessor in a module worker on the page’s memory', async () => {
       const report = await call<{
         crossOriginIsolated: boolean;
