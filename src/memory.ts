@@ -359,6 +359,8 @@ export class GuestMemory {
   readonly #parts: MemoryParts;
   readonly #fenceLocation: FenceLocation | undefined;
   readonly #logs: ReadonlyMap<string, DirtyLog>;
+  /** Scratch for {@link GuestMemory.#cpuPieces}. */
+  readonly #pieces: number[] = [];
 
   /** The RAM regions with their backing offsets, sorted by base. */
   get regions(): readonly Required<GuestMemoryRegion>[] {
@@ -687,10 +689,15 @@ export class GuestMemory {
     if (dirty !== undefined && length !== 0) dirty.mark(gpa, length);
   }
 
-  /** The backing pieces of a CPU access, through the one address layer; throws for a hole. */
+  /**
+   * The backing pieces of a CPU access, through the one address layer; throws for a hole.
+   * The array is reused by every CPU access: callers move the bytes before any code not the
+   * library's runs, so no two accesses use it at once, and none allocates.
+   */
   #cpuPieces(gpa: number, length: number): number[] {
     checkRange(gpa, length);
-    const pieces: number[] = [];
+    const pieces = this.#pieces;
+    pieces.length = 0;
     if (!this.#parts.flat.resolve(gpa, length, pieces)) throw unassigned(gpa, length, 0);
     return pieces;
   }

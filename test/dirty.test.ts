@@ -33,7 +33,7 @@ import {
   ScatterGatherList,
   type DMAAttributesLike,
 } from '../src/index.js';
-import { bounded, startWorker, stopWorkersAfterEach } from './support/workers.js';
+import { Peer, bounded, startWorker, stopWorkersAfterEach } from './support/workers.js';
 
 const { READ, WRITE, BIDIRECTIONAL, RELAXED } = DMAAttributes;
 const P = 4096;
@@ -2093,40 +2093,9 @@ interface Reply {
 }
 
 /** A worker (test/workers/dirty-peer.mjs) answering one request per message. */
-class Peer {
-  readonly worker = startWorker('dirty-peer.mjs');
-  #next = 0;
-  readonly #waiting = new Map<number, (reply: Reply) => void>();
-  readonly #failed: Promise<never>;
-
+class DirtyPeer extends Peer<Reply> {
   constructor() {
-    this.worker.on('message', (reply: Reply) => {
-      this.#waiting.get(reply.id)?.(reply);
-      this.#waiting.delete(reply.id);
-    });
-    this.#failed = new Promise<never>((_resolve, reject) => {
-      this.worker.once('error', reject);
-    });
-    this.#failed.catch(() => undefined);
-  }
-
-  request(message: Record<string, unknown>): Promise<Reply> {
-    const id = this.#next++;
-    const reply = new Promise<Reply>((resolve) => {
-      this.#waiting.set(id, resolve);
-    });
-    this.worker.postMessage({ ...message, id });
-    return bounded(
-      Promise.race([reply, this.#failed]),
-      WAIT_MS,
-      `the worker's ${String(message.op)}`,
-    );
-  }
-
-  async ok(message: Record<string, unknown>): Promise<Reply> {
-    const reply = await this.request(message);
-    expect(reply, `${String(message.op)}: ${reply.message ?? ''}`).toMatchObject({ ok: true });
-    return reply;
+    super('dirty-peer.mjs', WAIT_MS);
   }
 
   async collect(client: string, ...args: number[]): Promise<number[]> {
@@ -2137,7 +2106,7 @@ class Peer {
 describe('DirtyLog shared through memory.handle() with a worker', () => {
   it("sees the worker's writes, by every path, in the main thread's log", async () => {
     const { memory, code, migration } = small();
-    const peer = new Peer();
+    const peer = new DirtyPeer();
     expect(await peer.ok({ op: 'attach', handle: memory.handle(), client: 'code' })).toMatchObject({
       client: 'code',
       pageSize: P,
@@ -2163,7 +2132,7 @@ describe('DirtyLog shared through memory.handle() with a worker', () => {
       'memoryWrite',
     ];
     const at = Object.fromEntries(names.map((name, index) => [name, (index + 1) * 64 + 8]));
-    const finePeer = new Peer();
+    const finePeer = new DirtyPeer();
     await finePeer.ok({ op: 'attach', handle: fine.handle(), client: 'code' });
     await finePeer.ok({ op: 'everyPath', at });
     expect(fine.dirtyLog('code').collect()).toEqual(names.map((_, index) => (index + 1) * 64));
@@ -2174,7 +2143,7 @@ describe('DirtyLog shared through memory.handle() with a worker', () => {
 
   it("the worker's log sees the main thread's writes; a collect or clear in one thread is seen by both", async () => {
     const { memory, ctx, code, migration } = small();
-    const peer = new Peer();
+    const peer = new DirtyPeer();
     await peer.ok({ op: 'attach', handle: memory.handle(), client: 'code' });
     ctx.write(P, bytes(1));
     memory.write(3 * P + 7, bytes(1));
@@ -2217,7 +2186,7 @@ describe('DirtyLog shared through memory.handle() with a worker', () => {
       ],
       dirtyLog: { clients: ['code'], pageSize: 1024 },
     });
-    const peer = new Peer();
+    const peer = new DirtyPeer();
     await peer.ok({ op: 'attach', handle: memory.handle(), client: 'code' });
     await peer.ok({ op: 'write', addr: 0x1fff, bytes: [1, 2] }); // across the two regions
     expect(memory.dirtyLog('code').collect()).toEqual([0x1c00, 0x2000]);
@@ -2227,7 +2196,7 @@ describe('DirtyLog shared through memory.handle() with a worker', () => {
 
   it('bounds ranges over the whole 2^53 address space by the pages the log has', async () => {
     const { memory, code } = small(64);
-    const peer = new Peer();
+    const peer = new DirtyPeer();
     await peer.ok({ op: 'attach', handle: memory.handle(), client: 'code' });
     code.mark(P, 1);
     code.mark(7 * P + 100, 1);

@@ -26,7 +26,7 @@ import {
   controlBytes,
   workerWord,
 } from './workers/iommu-control.mjs';
-import { bounded, startWorker, stopWorkersAfterEach } from './support/workers.js';
+import { Peer, bounded, startWorker, stopWorkersAfterEach } from './support/workers.js';
 
 const { READ, WRITE, BIDIRECTIONAL } = DMAAttributes;
 const PAGE = 4096;
@@ -62,46 +62,6 @@ interface Reply {
   faults?: IommuFault[];
 }
 
-/** A worker (test/workers/iommu-peer.mjs) answering one request per message. */
-class Peer {
-  readonly worker = startWorker('iommu-peer.mjs');
-  #next = 0;
-  readonly #waiting = new Map<number, (reply: Reply) => void>();
-  readonly #failed: Promise<never>;
-
-  constructor() {
-    this.worker.on('message', (reply: Reply) => {
-      this.#waiting.get(reply.id)?.(reply);
-      this.#waiting.delete(reply.id);
-    });
-    this.#failed = new Promise<never>((_resolve, reject) => {
-      this.worker.once('error', reject);
-    });
-    // Only a request can observe the failure; keep an unobserved one from being unhandled.
-    this.#failed.catch(() => undefined);
-  }
-
-  request(message: Record<string, unknown>): Promise<Reply> {
-    const id = this.#next++;
-    const reply = new Promise<Reply>((resolve) => {
-      this.#waiting.set(id, resolve);
-    });
-    this.worker.postMessage({ ...message, id });
-    return bounded(
-      Promise.race([reply, this.#failed]),
-      WAIT_MS,
-      `the worker's ${String(message.op)}`,
-    );
-  }
-
-  /** Runs a request that must succeed, and returns its reply. */
-  async ok(message: Record<string, unknown>): Promise<Reply> {
-    const reply = await this.request(message);
-    expect(reply, `${String(message.op)}: ${reply.message ?? ''}`).toMatchObject({ ok: true });
-    return reply;
-  }
-}
-
 /** Guest memory, a domain with a recording listener and a context in the main thread, and a peer attached to both. */
 async function shared() {
   const memory = new GuestMemory({ size: 0x40000 });
@@ -112,7 +72,7 @@ async function shared() {
     },
   });
   const ctx = new DMAContext(memory, { iommu: domain });
-  const peer = new Peer();
+  const peer = new Peer<Reply>('iommu-peer.mjs', WAIT_MS);
   const attached = await peer.ok({
     op: 'attach',
     memory: memory.handle(),
