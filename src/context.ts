@@ -279,6 +279,8 @@ export class DMAContext {
   readonly #runs: number[] = [];
   /** `[addr, length]` of a single access on the general path, which takes a list of ranges. */
   readonly #single: number[] = [0, 0];
+  /** The in-flight slot {@link DMAContext.batch} holds, or -1 outside a batch. */
+  #batchSlot = -1;
 
   /** The guest memory this context accesses. */
   get memory(): GuestMemory {
@@ -539,6 +541,51 @@ export class DMAContext {
   }
 
   /**
+   * Runs `fn` as one batch of accesses: with an IOMMU, the context enters the domain's
+   * in-flight protocol once for the whole batch and leaves it once, so that each access
+   * inside costs an IOTLB lookup and one load of the unmap generation rather than a fence
+   * to enter and one to leave. For a device that does several accesses in a row: a
+   * descriptor chain, a ring's index and its entries. Without an IOMMU it just calls `fn`.
+   *
+   * Unmap coherence holds as for single accesses: an `unmap` on another thread waits until
+   * the batch has made its next access (which sees the new table and drops the IOTLB) or
+   * has ended, so no access that starts after an `unmap` returns uses the old mapping. An
+   * `unmap` of the same domain object on this thread, inside the batch (from `fn` or a
+   * fault listener), does not wait for it. Keep a batch short: an `unmap` elsewhere waits
+   * for it, up to the domain's stall limit (1 s), after which it stops waiting and the batch
+   * re-enters at its next access. `fn` runs synchronously: the accesses an async `fn` makes
+   * after its first `await` are outside the batch (and take the single-access path). Batches
+   * nest; the slot is given back however `fn` ends, a throw included.
+   *
+   * @param fn - the accesses, called once with no arguments; its result is returned.
+   * @throws {@link DMAError} `ERR_DMA_INVALID_ARGUMENT` when `fn` is not a function; whatever
+   * `fn` throws.
+   * @example
+   * ```ts
+   * const desc = new Uint8Array(16);
+   * ctx.batch(() => {
+   *   ctx.read(descAddr, desc);
+   *   ctx.read(payloadAddr, payload, DMAAttributes.RELAXED);
+   *   ctx.writeU8(statusAddr, 0, DMAAttributes.RELAXED);
+   * });
+   * ```
+   * @category Other
+   */
+  batch<T>(fn: () => T): T {
+    if (typeof fn !== 'function') invalidArgument('fn', 'a function', fn);
+    const iommu = this.#iommu;
+    if (iommu === undefined || this.#batchSlot >= 0) return fn();
+    this.#batchSlot = iommuAccess.begin(iommu);
+    try {
+      return fn();
+    } finally {
+      const slot = this.#batchSlot;
+      this.#batchSlot = -1;
+      iommuAccess.end(iommu, slot);
+    }
+  }
+
+  /**
    * Reads a byte. Atomic unless RELAXED. See {@link DMAContext.readU32LE}.
    *
    * @category Fixed-width
@@ -741,12 +788,20 @@ export class DMAContext {
     return this.#access(op, single, 2, length, bits, buf, value, little);
   }
 
-  /** Enters the IOMMU's in-flight protocol for one access; -1 without an IOMMU. */
+  /**
+   * Enters the IOMMU's in-flight protocol for one access: the slot to give back, or -1 when
+   * there is none to give back (no IOMMU, or a batch that holds one: then only the batch's
+   * generation check).
+   */
   #enter(): number {
     const iommu = this.#iommu;
-    return iommu === undefined ? -1 : iommuAccess.enter(iommu);
+    if (iommu === undefined) return -1;
+    if (this.#batchSlot < 0) return iommuAccess.enter(iommu);
+    this.#batchSlot = iommuAccess.recheck(iommu, this.#batchSlot);
+    return -1;
   }
 
+  /** Gives back a slot {@link DMAContext.#enter} returned. */
   #leave(slot: number): void {
     if (slot >= 0) iommuAccess.leave(this.#iommu as IommuDomain, slot);
   }
@@ -929,11 +984,11 @@ export class DMAContext {
     length: number,
     bits: number,
   ): boolean {
-    const slot = iommuAccess.enter(iommu);
+    const slot = this.#enter();
     const gpa = iommuAccess.lookup(iommu, addr, length, bits & DIRECTIONS);
     const offset = gpa < 0 ? -1 : this.#flat.locate(gpa, length);
     if (offset < 0) {
-      iommuAccess.leave(iommu, slot);
+      this.#leave(slot);
       return false;
     }
     const strength = strengthCode(bits);
@@ -943,7 +998,7 @@ export class DMAContext {
       if (toGuest) copyIn(this.#flat, offset, buf, length);
       else copyOut(this.#flat, offset, buf, length);
     } finally {
-      iommuAccess.leave(iommu, slot);
+      this.#leave(slot);
     }
     if (toGuest) this.#marked(gpa, length);
     if ((strength & ACQUIRE) !== 0) this.#fence.emit(strength);
@@ -1071,6 +1126,30 @@ export class DMAContext {
     value: number | bigint,
     toGuest: boolean,
   ): number | bigint {
+    const iommu = this.#iommu;
+    if (iommu !== undefined && this.#trace === undefined && isAddressRange(addr, width)) {
+      const slot = this.#enter();
+      const gpa = iommuAccess.lookup(iommu, addr, width, bits & DIRECTIONS);
+      const offset = gpa < 0 ? -1 : this.#flat.locate(gpa, width);
+      if (offset >= 0) {
+        // The IOMMU's fast path for a word (see #iommuFast): an IOTLB hit on one piece.
+        const strength = strengthCode(bits);
+        const ordered = strength !== NONE;
+        let result = value;
+        try {
+          if ((strength & RELEASE) !== 0) this.#fence.emit(strength);
+          if (width === 8) result = this.#word64(offset, little, value as bigint, toGuest, ordered);
+          else if (toGuest) this.#storeWord(offset, width, little, value as number, ordered);
+          else result = this.#loadWord(offset, width, little, ordered);
+        } finally {
+          this.#leave(slot);
+        }
+        if (toGuest) this.#marked(gpa, width);
+        if ((strength & ACQUIRE) !== 0) this.#fence.emit(strength);
+        return result;
+      }
+      this.#leave(slot);
+    }
     checkAddress(addr);
     checkRange(addr, width);
     return this.#accessOne(toGuest ? STORE : LOAD, addr, width, bits, undefined, value, little);

@@ -224,6 +224,16 @@ export interface IommuAccess {
   enter(domain: IommuDomain): number;
   /** Marks the end of an access started with `enter`. */
   leave(domain: IommuDomain, slot: number): void;
+  /** Starts a batch: enters the in-flight protocol once for the accesses of a batch. */
+  begin(domain: IommuDomain): number;
+  /**
+   * Called before each access of a batch: the slot to keep holding, the same unless an
+   * `unmap` happened since the batch last looked, in which case the batch re-enters (a new
+   * slot under the new generation, a fresh IOTLB).
+   */
+  recheck(domain: IommuDomain, slot: number): number;
+  /** Ends a batch started with `begin`. */
+  end(domain: IommuDomain, slot: number): void;
   /** The gpa of an IOTLB hit with the needed permission, or -1. */
   lookup(domain: IommuDomain, iova: number, length: number, need: number): number;
   /** Translates a whole access into `out` (gpa, length pairs), or returns its unreported fault. */
@@ -288,6 +298,12 @@ export class IommuDomain {
   readonly #tlbEnd = new Float64Array(TLB_SIZE);
   readonly #tlbDelta = new Float64Array(TLB_SIZE);
   readonly #tlbPerm = new Int32Array(TLB_SIZE);
+  /**
+   * The slots this object's batches hold ({@link DMAContext.batch}), one count per slot: its
+   * own `unmap` does not wait for them, since no access of this thread is in flight while it
+   * runs one, and the batch re-enters under the new generation at its next access.
+   */
+  readonly #batches = new Uint8Array(SLOTS);
 
   /** The page size in bytes. */
   get pageSize(): number {
@@ -665,6 +681,35 @@ export class IommuDomain {
     else Atomics.store(this.#slots, slot, SLOT_FREE);
   }
 
+  /** {@link IommuAccess.begin}. */
+  #begin(): number {
+    const slot = this.#enter();
+    this.#batches[slot] = 1;
+    return slot;
+  }
+
+  /**
+   * {@link IommuAccess.recheck}: one load of the generation on the fast path. When it moved,
+   * an `unmap` may be waiting for this slot: the batch gives it back (unless the unmap's stall
+   * limit already took it) and enters afresh, which drops the IOTLB. Between two accesses of
+   * a batch no access is in flight, so giving the slot back there is safe.
+   */
+  #recheck(slot: number): number {
+    const current = RELEASE_IS_PLAIN
+      ? (this.#header[GENERATION] as number)
+      : Atomics.load(this.#header, GENERATION);
+    if (current === this.#tlbGeneration) return slot;
+    this.#batches[slot] = 0;
+    Atomics.compareExchange(this.#slots, slot, inFlight(this.#tlbGeneration), SLOT_FREE);
+    return this.#begin();
+  }
+
+  /** {@link IommuAccess.end}. */
+  #end(slot: number): void {
+    this.#batches[slot] = 0;
+    this.#leave(slot);
+  }
+
   /**
    * Takes another slot when the preferred one is busy: first a free one, then one that an
    * `unmap` abandoned, waiting up to the stall limit for either.
@@ -814,6 +859,11 @@ export class IommuDomain {
       leave: (domain, slot) => {
         domain.#leave(slot);
       },
+      begin: (domain) => domain.#begin(),
+      recheck: (domain, slot) => domain.#recheck(slot),
+      end: (domain, slot) => {
+        domain.#end(slot);
+      },
       lookup: (domain, iova, length, need) => domain.#lookup(iova, length, need),
       translateRange: (domain, iova, length, attrs, out) =>
         domain.#translateRange(iova, length, attrs, out),
@@ -888,8 +938,11 @@ export class IommuDomain {
    */
   #drain(generation: number): void {
     const slots = this.#slots;
+    const batches = this.#batches;
     const stall = new Stall();
     for (let slot = 0; slot < SLOTS; slot++) {
+      // A batch of this thread's: it is not inside an access while this thread unmaps.
+      if (batches[slot] !== 0) continue;
       for (;;) {
         const value = Atomics.load(slots, slot);
         if (!startedBefore(value, generation)) break;

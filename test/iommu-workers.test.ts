@@ -238,6 +238,7 @@ interface LoopStats {
   successesAfterFlag: number;
   listenerFaults: number;
   listenerOtherFaults: number;
+  flagsInOpenBatch: number;
 }
 
 interface LoopReport {
@@ -327,7 +328,11 @@ function waitForWorkers(
  * 0x80 or above, which no device writes) and raise the flag. Once every worker has finished
  * the round, every guest-physical page must hold exactly what the main thread last put there.
  */
-async function coherence(workers: number, rounds: number): Promise<CoherenceReport> {
+async function coherence(
+  workers: number,
+  rounds: number,
+  mode: { batch?: number; stale?: boolean } = {},
+): Promise<CoherenceReport> {
   const memory = new GuestMemory({ size: GPA_BASE + GPA_PAGES * PAGE });
   const domain = new IommuDomain();
   const control = new SharedArrayBuffer(controlBytes(workers));
@@ -341,6 +346,7 @@ async function coherence(workers: number, rounds: number): Promise<CoherenceRepo
       iova: IOVA,
       pageSize: PAGE,
       attemptsAfterFlag: ATTEMPTS_AFTER_FLAG,
+      ...mode,
     }),
   );
   await Promise.all(loops.map((loop) => loop.ready));
@@ -471,6 +477,47 @@ describe('IOMMU coherence: unmap under a device DMAing in another thread', () =>
     `holds with two devices DMAing into the page at once (${TWO_WORKER_ROUNDS} rounds)`,
     async () => {
       checkCoherence(await coherence(2, TWO_WORKER_ROUNDS), TWO_WORKER_ROUNDS);
+    },
+    TIMEOUT_MS,
+  );
+
+  // The device's accesses in batches (ctx.batch): one enter per batch of up to BATCH
+  // accesses. An unmap can return while a batch stays open only through the batch's
+  // generation check (without it, unmap waits for the batch to end, and the flag is only
+  // ever seen by a fresh batch): most rounds must see the flag in a batch open across the
+  // unmap, and every access after it must still fault.
+  const BATCH = 4096;
+  const BATCH_ROUNDS = 300;
+  const checkBatches = (report: CoherenceReport, rounds: number): void => {
+    checkCoherence(report, rounds);
+    for (const { stats } of report.workers) {
+      expect(stats.flagsInOpenBatch).toBeGreaterThan(rounds / 2);
+    }
+  };
+  it(
+    `holds when the device's accesses run in batches (${BATCH_ROUNDS} rounds)`,
+    async () => {
+      checkBatches(await coherence(1, BATCH_ROUNDS, { batch: BATCH }), BATCH_ROUNDS);
+    },
+    TIMEOUT_MS,
+  );
+  it(
+    `holds with two devices in batches (${BATCH_ROUNDS} rounds)`,
+    async () => {
+      checkBatches(await coherence(2, BATCH_ROUNDS, { batch: BATCH }), BATCH_ROUNDS);
+    },
+    TIMEOUT_MS,
+  );
+
+  // The control: the same run with a device that writes after the unmap, through a direct
+  // view it kept from before: the canary check must see it in every round.
+  const CONTROL_ROUNDS = 20;
+  it(
+    `control: a write after the unmap is caught by the canary check (${CONTROL_ROUNDS} rounds)`,
+    async () => {
+      const report = await coherence(1, CONTROL_ROUNDS, { batch: BATCH, stale: true });
+      expect(report.rounds).toBe(CONTROL_ROUNDS);
+      expect(report.canaryFailures).toHaveLength(CONTROL_ROUNDS);
     },
     TIMEOUT_MS,
   );

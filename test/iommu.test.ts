@@ -1808,3 +1808,146 @@ describe('IommuDomain handles in one thread', () => {
     expectCode(() => IommuDomain.fromHandle(bad as IommuDomainHandle), 'ERR_DMA_INVALID_ARGUMENT');
   });
 });
+
+// ---------------------------------------------------------------------------------------
+// Batches: one entry into the in-flight protocol for several accesses
+
+describe('DMAContext.batch', () => {
+  /** The domain's 256 in-flight slots, as the shared buffer holds them after the header. */
+  const slotsOf = (domain: IommuDomain): Int32Array =>
+    new Int32Array(domain.handle().buffer, 16 * 4, 256);
+  const held = (domain: IommuDomain): number[] =>
+    [...slotsOf(domain)].flatMap((value, slot) => (value !== 0 ? [slot] : []));
+
+  function mapped(): { memory: GuestMemory; domain: IommuDomain; ctx: DMAContext } {
+    const memory = newMemory();
+    const domain = new IommuDomain();
+    domain.map(0x10_0000, 2 * PAGE, PAGE, BIDIRECTIONAL);
+    return { memory, domain, ctx: new DMAContext(memory, { iommu: domain }) };
+  }
+
+  it('returns what fn returns, and runs fn once', () => {
+    const { ctx } = mapped();
+    let calls = 0;
+    expect(
+      ctx.batch(() => {
+        calls++;
+        return ctx.readU32LE(0x10_0000, RELAXED);
+      }),
+    ).toBe(ctx.readU32LE(0x10_0000, RELAXED));
+    expect(calls).toBe(1);
+  });
+
+  it('without an IOMMU just calls fn', () => {
+    const memory = newMemory();
+    const ctx = new DMAContext(memory);
+    const data = pattern(64, 5);
+    ctx.batch(() => {
+      ctx.write(128, data);
+    });
+    const back = new Uint8Array(64);
+    memory.read(128, back);
+    expect(back).toEqual(data);
+  });
+
+  it.each([undefined, null, 42, 'fn', {}])('rejects %p for fn, naming it', (fn) => {
+    const { ctx } = mapped();
+    expect(() => ctx.batch(fn as never)).toThrow(
+      expect.objectContaining({
+        code: 'ERR_DMA_INVALID_ARGUMENT',
+        message: expect.stringContaining(`fn`) as string,
+      }) as Error,
+    );
+  });
+
+  it('holds one slot for the whole batch, nested batches included, and gives it back', () => {
+    const { domain, ctx } = mapped();
+    const buf = new Uint8Array(16);
+    const seen: number[][] = [];
+    ctx.batch(() => {
+      ctx.read(0x10_0000, buf);
+      seen.push(held(domain));
+      ctx.writeU32LE(0x10_0010, 7, RELAXED);
+      ctx.batch(() => {
+        ctx.readU64LE(0x10_0020);
+        seen.push(held(domain));
+      });
+      seen.push(held(domain));
+    });
+    expect(seen[0]).toHaveLength(1);
+    expect(seen).toEqual([seen[0], seen[0], seen[0]]);
+    expect(held(domain)).toEqual([]);
+  });
+
+  it('gives the slot back when fn throws, and the throw goes through', () => {
+    const { domain, ctx } = mapped();
+    const boom = new Error('boom');
+    expect(() =>
+      ctx.batch(() => {
+        ctx.read(0x10_0000, new Uint8Array(8));
+        throw boom;
+      }),
+    ).toThrow(boom);
+    expect(held(domain)).toEqual([]);
+  });
+
+  it('faults inside a batch as outside it, changing no byte, and the batch goes on', () => {
+    const { memory, ctx } = mapped();
+    const before = snapshot(memory);
+    const buf = pattern(32, 9);
+    let fault: unknown;
+    ctx.batch(() => {
+      try {
+        ctx.write(0x20_0000, buf);
+      } catch (error) {
+        fault = error;
+      }
+      ctx.write(0x10_0000, buf);
+    });
+    expect(fault).toBeInstanceOf(DMAFault);
+    expect((fault as DMAFault).code).toBe('ERR_DMA_IOMMU_UNMAPPED');
+    const after = snapshot(memory);
+    expect(after.subarray(2 * PAGE, 2 * PAGE + 32)).toEqual(buf);
+    after.set(before.subarray(2 * PAGE, 2 * PAGE + 32), 2 * PAGE);
+    expect(after).toEqual(before);
+  });
+
+  it('an unmap from inside the batch takes effect at the next access, without waiting for the batch', () => {
+    const { domain, ctx } = mapped();
+    const buf = new Uint8Array(8);
+    const slots = slotsOf(domain);
+    let afterUnmap: unknown;
+    ctx.batch(() => {
+      ctx.read(0x10_0000, buf); // fills the IOTLB
+      domain.unmap(0x10_0000, PAGE);
+      // The unmap did not wait out the stall limit and abandon the batch's slot (-1).
+      expect([...slots].includes(-1)).toBe(false);
+      try {
+        ctx.read(0x10_0000, buf);
+      } catch (error) {
+        afterUnmap = error;
+      }
+      expect(held(domain)).toHaveLength(1);
+    });
+    expect((afterUnmap as DMAFault).code).toBe('ERR_DMA_IOMMU_UNMAPPED');
+    expect(held(domain)).toEqual([]);
+  });
+
+  it('traces every access of a batch as it traces single accesses', () => {
+    const memory = newMemory();
+    const domain = new IommuDomain();
+    domain.map(0x10_0000, 2 * PAGE, PAGE, BIDIRECTIONAL);
+    const events: DMATraceEvent[] = [];
+    const ctx = new DMAContext(memory, { iommu: domain, trace: (event) => events.push(event) });
+    ctx.batch(() => {
+      ctx.read(0x10_0000, new Uint8Array(4));
+      ctx.writeU16LE(0x10_0008, 1);
+    });
+    expect(events.map((event) => [event.op, event.barrier])).toEqual([
+      ['read', 'acquire'],
+      ['barrier', 'acquire'],
+      ['barrier', 'release'],
+      ['write', 'release'],
+    ]);
+  });
+});

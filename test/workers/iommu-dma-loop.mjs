@@ -11,13 +11,24 @@
  *      must fault with ERR_DMA_IOMMU_UNMAPPED; count the ones that do not;
  *   4. record the round in `DONE`.
  *
+ * With `batch` > 0 the device makes its accesses in batches of up to that many
+ * (`ctx.batch`), and the accesses after the flag run in the batch that saw it. An unmap can
+ * return while a batch stays open only through the batch's generation check (its next access
+ * gives the old slot back); `flagsInOpenBatch` counts the rounds where the flag reached a
+ * batch that had made a successful access, so was open before the unmap took effect. With
+ * `stale` (the control), the device also keeps the direct view `ctx.map` gave it at the
+ * round's start and writes through it after the flag: a write after the unmap that the main
+ * thread's canary check must catch.
+ *
  * Every byte the device writes is below 0x80, so the main thread's canary (every byte 0x80 or
  * above) shows any write that lands after the unmap. `BUSY` is 1 while an access runs, for
  * the main thread to sample when it calls unmap. All the control words live in their own
  * SharedArrayBuffer, outside guest memory.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { DMAContext, DMAError, GuestMemory, IommuDomain } from '../../dist/index.js';
+import { DMAAttributes, DMAContext, DMAError, GuestMemory, IommuDomain } from '../../dist/index.js';
+
+const { WRITE } = DMAAttributes;
 import { BUSY, DONE, ERROR, ROUND, STARTED, UNMAPPED, workerWord } from './iommu-control.mjs';
 
 const {
@@ -28,6 +39,8 @@ const {
   iova,
   pageSize,
   attemptsAfterFlag,
+  batch = 0,
+  stale = false,
 } = workerData;
 const words = new Int32Array(control);
 const busy = workerWord(worker, BUSY);
@@ -51,6 +64,11 @@ const stats = {
   /** Faults this thread's onFault listener received, and those that were not `unmapped`. */
   listenerFaults: 0,
   listenerOtherFaults: 0,
+  /**
+   * Batch mode: rounds whose flag was seen by a batch that had made a successful access, so
+   * was open before the unmap took effect.
+   */
+  flagsInOpenBatch: 0,
 };
 
 const domain = IommuDomain.fromHandle(domainHandle, {
@@ -99,37 +117,68 @@ function waitForRound(previous) {
   }
 }
 
+/** Runs `body` as one batch of accesses in batch mode, else as it is. */
+function inBatch(body) {
+  return batch > 0 ? ctx.batch(body) : body();
+}
+
+/** The accesses after the flag: every one must fault. */
+function afterFlag() {
+  for (let attempt = 0; attempt < attemptsAfterFlag; attempt++) {
+    if (access(sequence++)) stats.successesAfterFlag++;
+    else stats.faultsAfterFlag++;
+  }
+}
+
+let sequence = 0;
+
 function runRounds() {
-  let sequence = 0;
   for (let round = 0; ;) {
     round = waitForRound(round);
     if (round < 0) return;
     let announced = false;
     let faultedBeforeFlag = false;
+    let flagged = false;
+    let view;
     const deadline = performance.now() + STALL_MS;
-    while (Atomics.load(words, UNMAPPED) !== round) {
-      if (access(sequence++)) {
-        stats.successes++;
-        if (!announced) {
-          announced = true;
-          Atomics.store(words, started, round);
-          Atomics.notify(words, started);
+    while (!flagged) {
+      // One batch (or, without batches, one access) at a time; the flag is checked between
+      // accesses, and the accesses after it run in the batch that saw it.
+      const stopped = inBatch(() => {
+        let succeeded = false;
+        for (let made = 0; made < Math.max(batch, 1); made++) {
+          if (Atomics.load(words, UNMAPPED) === round) {
+            flagged = true;
+            if (batch > 0 && succeeded) stats.flagsInOpenBatch++;
+            afterFlag();
+            return false;
+          }
+          if (access(sequence++)) {
+            stats.successes++;
+            succeeded = true;
+            if (!announced) {
+              announced = true;
+              if (stale) view = ctx.map(iova, pageSize, WRITE);
+              Atomics.store(words, started, round);
+              Atomics.notify(words, started);
+            }
+          } else {
+            stats.faultsBeforeFlag++;
+            faultedBeforeFlag = true;
+          }
+          if ((sequence & 255) === 0) {
+            // The main thread gave up on the run (a timeout or another worker's error).
+            if (Atomics.load(words, ROUND) < 0) return true;
+            if (performance.now() > deadline) throw new Error(`round ${round}: no unmap flag`);
+          }
         }
-      } else {
-        stats.faultsBeforeFlag++;
-        faultedBeforeFlag = true;
-      }
-      if ((sequence & 255) === 0) {
-        // The main thread gave up on the run (a timeout or another worker's error).
-        if (Atomics.load(words, ROUND) < 0) return;
-        if (performance.now() > deadline) throw new Error(`round ${round}: no unmap flag`);
-      }
+        return false;
+      });
+      if (stopped) return;
     }
+    // The control: a write through a view kept from before the unmap lands after it.
+    if (view !== undefined) view[round % pageSize] = round & 0x7f;
     if (faultedBeforeFlag) stats.roundsFaultedBeforeFlag++;
-    for (let attempt = 0; attempt < attemptsAfterFlag; attempt++) {
-      if (access(sequence++)) stats.successesAfterFlag++;
-      else stats.faultsAfterFlag++;
-    }
     stats.rounds++;
     Atomics.store(words, done, round);
     Atomics.notify(words, done);

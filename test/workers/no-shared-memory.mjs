@@ -1,6 +1,6 @@
 /**
  * Run by test/no-shared-memory.test.ts in a Node started with
- * `--no-harmony-sharedarraybuffer`, where `SharedArrayBuffer` does not exist, as on a browser
+ * `--enable-sharedarraybuffer-per-context`, where `SharedArrayBuffer` does not exist, as on a browser
  * page that is not cross-origin isolated (SPEC §4.3). Prints one JSON line of what it saw.
  */
 import { DMAAttributes, DMAContext, DMAError, GuestMemory, IommuDomain } from '../../dist/index.js';
