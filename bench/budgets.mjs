@@ -255,6 +255,107 @@ export function computeBudgets({ micro, allocation, codemod, elapsedSeconds }) {
     15,
   );
 
+  // ---- issue 13: small accesses, the flag object, the IOMMU, on each Node version -----------
+  for (const size of [8, 16, 64, 4096]) {
+    const limit = size >= 64 ? 1.1 : 1.3;
+    for (const op of ['read', 'write']) {
+      ratio(
+        13,
+        `relaxed ${op} ${size} B ≤ ${limit}× best raw`,
+        `relaxed ${op} ${size}B tso`,
+        op === 'read'
+          ? fastest(`raw read loop ${size}B`, `raw read subarray+set ${size}B`)
+          : fastest(`raw write loop ${size}B`, `raw write set ${size}B`),
+        limit,
+      );
+    }
+  }
+  const plain = [
+    ['relaxed readU16LE tso', 'raw readU16LE u16[i]', 1.5],
+    ['relaxed readU32LE tso', 'raw readU32LE u32[i]', 1.5],
+    ['relaxed writeU32LE tso', 'raw writeU32LE u32[i]', 1.5],
+    ['acquire readU16LE tso', 'raw readU16LE Atomics.load', 1.3],
+    ['acquire readU32LE tso', 'raw readU32LE Atomics.load', 1.3],
+    ['release writeU32LE tso', 'raw writeU32LE Atomics.store', 1.3],
+    ['relaxed readU64LE tso', 'raw readU64LE u64[i]', 1.5],
+    ['relaxed writeU64LE tso', 'raw writeU64LE u64[i]', 1.5],
+    ['acquire readU64LE tso', 'raw readU64LE Atomics.load', 1.5],
+    ['release writeU64LE tso', 'raw writeU64LE Atomics.store', 1.5],
+  ];
+  for (const [subject, baseline, limit] of plain) {
+    ratio(
+      13,
+      `${subject.replace(/ tso$/, '')} ≤ ${limit}× ${baseline.replace(/^raw \w+ /, '')}`,
+      subject,
+      baseline,
+      limit,
+    );
+  }
+  for (const [subject, baseline] of [
+    ['flags-inline relaxed read 8B tso', 'relaxed read 8B tso'],
+    ['flags-inline relaxed write 8B tso', 'relaxed write 8B tso'],
+    ['flags-inline relaxed readU32LE tso', 'relaxed readU32LE tso'],
+  ]) {
+    delta(
+      13,
+      `${subject.replace(/^flags-inline relaxed /, 'a flag object, ').replace(/ tso$/, '')} ≤ numeric + 8 ns`,
+      subject,
+      baseline,
+      8,
+    );
+  }
+  delta(
+    13,
+    'IOTLB hit, read 64 B ≤ no IOMMU + 12 ns',
+    'iommu read 64B single page',
+    'relaxed read 64B tso',
+    12,
+  );
+  delta(
+    13,
+    'IOTLB hit, write 64 B ≤ no IOMMU + 12 ns',
+    'iommu write 64B single page',
+    'relaxed write 64B tso',
+    12,
+  );
+  delta(
+    13,
+    'IOTLB hit, readU32LE ≤ no IOMMU + 12 ns',
+    'iommu readU32LE single page',
+    'relaxed readU32LE tso',
+    12,
+  );
+  {
+    const batched = get('iommu batch 16 x read 64B single page');
+    const plainRun = get('16 x relaxed read 64B tso');
+    if (batched !== undefined && plainRun !== undefined) {
+      const measured = (batched.p50 - plainRun.p50) / 16;
+      rows.push({
+        name: 'IOTLB hit inside a batch, per read 64 B ≤ no IOMMU + 3 ns',
+        issue: 13,
+        limit: 3,
+        measured,
+        unit: 'ns',
+        comparison: '<=',
+        met: measured <= 3,
+        subject: batched.name,
+        baseline: plainRun.name,
+        subjectNs: batched.p50,
+        baselineNs: plainRun.p50,
+      });
+    }
+  }
+  for (const op of ['read', 'write']) {
+    ratio(
+      13,
+      `IOMMU ${op} 4 KiB ≥ 0.95× direct`,
+      `iommu ${op} 4096B single page`,
+      `relaxed ${op} 4096B tso`,
+      0.95,
+      true,
+    );
+  }
+
   // ---- issue 3: the IOMMU -------------------------------------------------------------------
   for (const size of [64, 4096]) {
     for (const op of ['read', 'write']) {

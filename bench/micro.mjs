@@ -20,7 +20,7 @@ import {
 const { BIDIRECTIONAL, RELAXED } = DMAAttributes;
 
 /** The transfer sizes of the performance issue. */
-export const SIZES = [8, 64, 4096, 65536];
+export const SIZES = [8, 16, 64, 4096, 65536];
 /** The barrier policies compared side by side. */
 export const POLICIES = ['tso', 'strict'];
 
@@ -57,6 +57,7 @@ export function microBenchmarks(doNotOptimize) {
   const buffer = memories.tso.buffer;
   const guest = new Uint8Array(buffer);
   const guestView = new DataView(buffer);
+  const guestU16 = new Uint16Array(buffer);
   const guestU32 = new Uint32Array(buffer);
   const guestU64 = new BigUint64Array(buffer);
   const fenceWord = new Int32Array(new SharedArrayBuffer(64), 0, 1);
@@ -176,6 +177,21 @@ export function microBenchmarks(doNotOptimize) {
   add('raw writeU32LE Atomics.store', fixed('writeU32LE', 4, 'raw-atomic'), () => {
     Atomics.store(guestU32, ADDR >> 2, next());
   });
+  add('raw readU16LE u16[i]', fixed('readU16LE', 2, 'raw'), () => {
+    doNotOptimize(guestU16[ADDR >> 1]);
+  });
+  add('raw readU16LE Atomics.load', fixed('readU16LE', 2, 'raw-atomic'), () => {
+    doNotOptimize(Atomics.load(guestU16, ADDR >> 1));
+  });
+  add('raw readU64LE u64[i]', fixed('readU64LE', 8, 'raw'), () => {
+    doNotOptimize(guestU64[ADDR >> 3]);
+  });
+  add('raw writeU64LE u64[i]', fixed('writeU64LE', 8, 'raw'), () => {
+    guestU64[ADDR >> 3] = BigInt(next());
+  });
+  add('raw writeU64LE Atomics.store', fixed('writeU64LE', 8, 'raw-atomic'), () => {
+    Atomics.store(guestU64, ADDR >> 3, BigInt(next()));
+  });
   add('raw readU64LE DataView', fixed('readU64LE', 8, 'raw'), () => {
     doNotOptimize(guestView.getBigUint64(ADDR, true));
   });
@@ -198,6 +214,18 @@ export function microBenchmarks(doNotOptimize) {
     });
     add(`release writeU32LE ${policy}`, fixed('writeU32LE', 4, 'release', policy), () => {
       ctx.writeU32LE(ADDR, next());
+    });
+    add(`relaxed readU16LE ${policy}`, fixed('readU16LE', 2, 'relaxed', policy), () => {
+      doNotOptimize(ctx.readU16LE(ADDR, RELAXED));
+    });
+    add(`acquire readU16LE ${policy}`, fixed('readU16LE', 2, 'acquire', policy), () => {
+      doNotOptimize(ctx.readU16LE(ADDR));
+    });
+    add(`relaxed writeU64LE ${policy}`, fixed('writeU64LE', 8, 'relaxed', policy), () => {
+      ctx.writeU64LE(ADDR, BigInt(next()), RELAXED);
+    });
+    add(`release writeU64LE ${policy}`, fixed('writeU64LE', 8, 'release', policy), () => {
+      ctx.writeU64LE(ADDR, BigInt(next()));
     });
     add(`relaxed readU64LE ${policy}`, fixed('readU64LE', 8, 'relaxed', policy), () => {
       doNotOptimize(ctx.readU64LE(ADDR, RELAXED));
@@ -261,6 +289,21 @@ export function microBenchmarks(doNotOptimize) {
     add(`iommu write ${size}B page-crossing`, meta('write', 'page-crossing'), () => {
       iommuCtx.write(crossing, buf, RELAXED);
     });
+    if (size === 64) {
+      // Issue 13: a batch of 16 accesses (one IOMMU entry), beside the same 16 without an
+      // IOMMU: the difference over 16 is the per-access cost inside a batch.
+      add(`iommu batch 16 x read ${size}B single page`, meta('read', 'batch of 16'), () => {
+        iommuCtx.batch(() => {
+          for (let index = 0; index < 16; index++) iommuCtx.read(single, buf, RELAXED);
+        });
+      });
+      add(`16 x relaxed read ${size}B tso`, meta('read', 'no IOMMU, 16 in a row'), () => {
+        for (let index = 0; index < 16; index++) ctx.read(ADDR, buf, RELAXED);
+      });
+      add('iommu readU32LE single page', meta('readU32LE', 'single page'), () => {
+        doNotOptimize(iommuCtx.readU32LE(single, RELAXED));
+      });
+    }
     // The same page-crossing access without an IOMMU, for a like-for-like baseline.
     add(`relaxed read ${size}B tso, page-crossing address`, meta('read', 'no IOMMU'), () => {
       ctx.read(2 * PAGE - size / 2, buf, RELAXED);
