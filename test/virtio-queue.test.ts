@@ -881,3 +881,82 @@ describe('pop on arbitrary ring bytes (property)', () => {
     expect(outcomes.empty).toBeGreaterThan(0);
   });
 });
+
+describe("a chain is the device's from pop to push, then reused", () => {
+  it('a later pop of the same head returns the same object, refilled: no allocation per request', () => {
+    const { vq, driver } = setup();
+    driver.fill(BUFFERS, [1, 2, 3]);
+    driver.fill(BUFFERS + 0x100, [4, 5]);
+    driver.descriptor(2, BUFFERS, 3);
+    driver.publish(2);
+    const first = popChain(vq);
+    const firstDescriptors = first.descriptors;
+    vq.push(first, 0);
+    driver.descriptor(2, BUFFERS + 0x100, 2, WRITE);
+    driver.publish(2);
+    const second = popChain(vq);
+    expect(second).toBe(first);
+    expect([second.head, second.readableLength, second.writableLength]).toEqual([2, 0, 2]);
+    expect(second.descriptors).toEqual([
+      { addr: BUFFERS + 0x100, length: 2, writable: true, index: 2, indirect: false },
+    ]);
+    // The descriptors handed out for the first pop are not rewritten under the caller.
+    expect(firstDescriptors).toEqual([
+      { addr: BUFFERS, length: 3, writable: false, index: 2, indirect: false },
+    ]);
+    expect(Object.isFrozen(firstDescriptors) && Object.isFrozen(firstDescriptors[0])).toBe(true);
+  });
+
+  it("once pushed, a chain can no longer read or write: its buffers are the driver's", () => {
+    const { vq, driver, memory } = setup();
+    driver.descriptor(0, BUFFERS, 4, NEXT, 1);
+    driver.descriptor(1, BUFFERS + 0x100, 4, WRITE);
+    driver.publish(0);
+    const chain = popChain(vq);
+    vq.push(chain, 0);
+    const before = new Uint8Array(memory.buffer).slice();
+    for (const action of [
+      () => chain.read(new Uint8Array(4)),
+      () => chain.write(Uint8Array.of(1)),
+    ]) {
+      const error = caught(action);
+      expect(error).toBeInstanceOf(DMAError);
+      expect((error as DMAError).code).toBe('ERR_DMA_INVALID_ARGUMENT');
+      expect((error as DMAError).message).toContain('chain 0');
+    }
+    expect(new Uint8Array(memory.buffer)).toEqual(before);
+  });
+
+  it('a head the driver offers again while the device holds its chain gets a chain of its own', () => {
+    const { vq, driver } = setup();
+    driver.fill(BUFFERS, [7, 8]);
+    driver.descriptor(4, BUFFERS, 2);
+    driver.publish(4);
+    driver.publish(4);
+    const held = popChain(vq);
+    const again = popChain(vq);
+    expect(again).not.toBe(held);
+    const buf = new Uint8Array(2);
+    expect(held.read(buf)).toBe(2);
+    expect([...buf]).toEqual([7, 8]);
+    vq.push(held, 0);
+    vq.push(again, 0);
+    // The first object stays the head's: once pushed, the next pop reuses it.
+    driver.publish(4);
+    expect(popChain(vq)).toBe(held);
+  });
+
+  it("a chain whose walk failed is not handed out, and the head's chain stays reusable", () => {
+    const { vq, driver } = setup();
+    driver.descriptor(1, BUFFERS, 2);
+    driver.publish(1);
+    const chain = popChain(vq);
+    vq.push(chain, 0);
+    driver.descriptor(1, BUFFERS, 2, NEXT, 9); // next out of range
+    driver.publish(1);
+    expect((caught(() => vq.pop()) as DMAError).code).toBe('ERR_DMA_VIRTQUEUE');
+    driver.descriptor(1, BUFFERS, 2);
+    driver.publish(1);
+    expect(popChain(vq)).toBe(chain);
+  });
+});

@@ -7,7 +7,7 @@
 import { DMAAttributes } from '../attributes.js';
 import type { DMAContext } from '../context.js';
 import { DMAFault } from '../errors.js';
-import { bufferLength, checkLength } from '../internal/check.js';
+import { bufferLength, checkLength, invalidArgument } from '../internal/check.js';
 import { fixedView } from '../internal/intrinsics.js';
 
 /** One buffer of a chain, after indirect tables are expanded. */
@@ -28,10 +28,37 @@ const RELAXED = DMAAttributes.RELAXED;
 const CREATE = Symbol('DescriptorChain');
 
 /**
- * Marks `chain` as pushed if it came from `owner` and was not pushed yet.
+ * The queue's side of a chain: how `pop` fills one (reused once pushed) and how `push`
+ * claims it. Set by the class's static block.
  * @internal
  */
-export let claimChain: (chain: object, owner: object) => boolean;
+export let chainAccess: {
+  /** A new, empty chain of `owner` (a queue). */
+  make(context: DMAContext, owner: object, ranges: number[]): DescriptorChain;
+  /** Whether `pop` may refill the chain: it was pushed (or never handed out). */
+  free(chain: DescriptorChain): boolean;
+  /** Empties the chain for a walk from `head`; it stays free until `finish`. */
+  start(chain: DescriptorChain, head: number): void;
+  /** Appends one buffer; returns the chain's descriptor count after it. */
+  add(
+    chain: DescriptorChain,
+    addr: number,
+    length: number,
+    writable: boolean,
+    index: number,
+    indirect: boolean,
+  ): number;
+  /** Ends the walk and hands the chain out: it is no longer free until pushed. */
+  finish(
+    chain: DescriptorChain,
+    readableLength: number,
+    writableLength: number,
+    firstWritable: number,
+    indirectOf: number,
+  ): DescriptorChain;
+  /** Marks `chain` as pushed if it came from `owner` and was not pushed yet. */
+  claim(chain: object, owner: object): boolean;
+};
 
 /**
  * Names a chain's descriptor in a message: `descriptor 5`, or `indirect descriptor 2 (of
@@ -51,6 +78,11 @@ export function descriptorName(index: number, indirectOf: number): string {
  * Payload accesses are RELAXED: `pop` read `avail.idx` with acquire before any descriptor,
  * and `push` writes `used.idx` with release after them, which is the ordering virtio needs.
  *
+ * A chain is the device's from `pop` until `push`. Once pushed, its buffers are the
+ * driver's again: `read` and `write` throw, and the queue reuses the object for a later
+ * `pop` of the same head, so that a device allocates nothing per request. (A driver that
+ * offers a head again while the device still holds its chain gets a new object for it.)
+ *
  * @example
  * ```ts
  * const chain = vq.pop();
@@ -63,46 +95,77 @@ export function descriptorName(index: number, indirectOf: number): string {
  * ```
  */
 export class DescriptorChain {
-  /** The head descriptor index: the `id` that {@link SplitVirtqueue.push} puts in the used ring. */
-  readonly head: number;
-  /** Bytes the driver offers the device to read. */
-  readonly readableLength: number;
-  /** Bytes the driver offers the device to write. */
-  readonly writableLength: number;
-  /** The buffers in chain order, indirect tables expanded; readable ones first. */
-  readonly descriptors: readonly VirtqDescriptor[];
   readonly #context: DMAContext;
   readonly #owner: object;
   /** A scratch list of `[addr, length, ...]` the queue lends to every chain it pops. */
   readonly #ranges: number[];
+  // The buffers, in chain order, as the walk found them: the chain's own copy, which no
+  // caller can change (the `descriptors` objects are made from it on demand). Reused, with
+  // the chain, by a later pop of the same head once this one is pushed.
+  readonly #addrs: number[] = [];
+  readonly #lengths: number[] = [];
+  readonly #indexes: number[] = [];
+  /** Bit 0: writable; bit 1: from an indirect table. */
+  readonly #kinds: number[] = [];
+  #count = 0;
+  #head = 0;
+  #readableLength = 0;
+  #writableLength = 0;
   /** The descriptor that held the indirect table, or -1. */
-  readonly #indirectOf: number;
-  readonly #firstWritable: number;
-  #pushed = false;
+  #indirectOf = -1;
+  #firstWritable = 0;
+  /** Whether the chain is not handed out: never yet, or pushed back. */
+  #pushed = true;
+  #descriptors: readonly VirtqDescriptor[] | undefined;
 
   /** @internal Made only by {@link SplitVirtqueue.pop}. */
-  constructor(
-    token: symbol,
-    context: DMAContext,
-    owner: object,
-    ranges: number[],
-    head: number,
-    descriptors: VirtqDescriptor[],
-    readableLength: number,
-    writableLength: number,
-    firstWritable: number,
-    indirectOf: number,
-  ) {
+  constructor(token: symbol, context: DMAContext, owner: object, ranges: number[]) {
     if (token !== CREATE) throw new TypeError('DescriptorChain is made by SplitVirtqueue.pop()');
     this.#context = context;
     this.#owner = owner;
     this.#ranges = ranges;
-    this.head = head;
-    this.descriptors = descriptors;
-    this.readableLength = readableLength;
-    this.writableLength = writableLength;
-    this.#firstWritable = firstWritable;
-    this.#indirectOf = indirectOf;
+  }
+
+  /** The head descriptor index: the `id` that {@link SplitVirtqueue.push} puts in the used ring. */
+  get head(): number {
+    return this.#head;
+  }
+
+  /** Bytes the driver offers the device to read. */
+  get readableLength(): number {
+    return this.#readableLength;
+  }
+
+  /** Bytes the driver offers the device to write. */
+  get writableLength(): number {
+    return this.#writableLength;
+  }
+
+  /**
+   * The buffers in chain order, indirect tables expanded; readable ones first. Made on first
+   * use (frozen objects in a frozen array), so that a device that only calls `read` and
+   * `write` allocates nothing per chain.
+   */
+  get descriptors(): readonly VirtqDescriptor[] {
+    let descriptors = this.#descriptors;
+    if (descriptors === undefined) {
+      const list: VirtqDescriptor[] = [];
+      for (let at = 0; at < this.#count; at++) {
+        const kind = this.#kinds[at] as number;
+        list.push(
+          Object.freeze({
+            addr: this.#addrs[at] as number,
+            length: this.#lengths[at] as number,
+            writable: (kind & 1) !== 0,
+            index: this.#indexes[at] as number,
+            indirect: (kind & 2) !== 0,
+          }),
+        );
+      }
+      descriptors = Object.freeze(list);
+      this.#descriptors = descriptors;
+    }
+    return descriptors;
   }
 
   /**
@@ -135,25 +198,33 @@ export class DescriptorChain {
   #copy(buf: Uint8Array, offset: number, toGuest: boolean): number {
     const length = bufferLength(buf, toGuest ? 'data' : 'buf');
     checkLength(offset, 'offset');
-    const part = toGuest ? this.writableLength : this.readableLength;
+    if (this.#pushed) {
+      invalidArgument(
+        'chain',
+        "a chain not yet pushed: once pushed, its buffers are the driver's again",
+        `chain ${this.#head}`,
+      );
+    }
+    const part = toGuest ? this.#writableLength : this.#readableLength;
     if (offset >= part || length === 0) return 0;
     const count = Math.min(length, part - offset);
-    const descriptors = this.descriptors;
-    const end = toGuest ? descriptors.length : this.#firstWritable;
+    const end = toGuest ? this.#count : this.#firstWritable;
+    const addrs = this.#addrs;
+    const lengths = this.#lengths;
     const ranges = this.#ranges;
     ranges.length = 0;
     let skip = offset;
     let left = count;
     let first = -1;
     for (let at = toGuest ? this.#firstWritable : 0; at < end && left > 0; at++) {
-      const descriptor = descriptors[at] as VirtqDescriptor;
-      if (skip >= descriptor.length) {
-        skip -= descriptor.length;
+      const bufferLength = lengths[at] as number;
+      if (skip >= bufferLength) {
+        skip -= bufferLength;
         continue;
       }
       if (first < 0) first = at;
-      const take = Math.min(descriptor.length - skip, left);
-      ranges.push(descriptor.addr + skip, take);
+      const take = Math.min(bufferLength - skip, left);
+      ranges.push((addrs[at] as number) + skip, take);
       skip = 0;
       left -= take;
     }
@@ -168,19 +239,19 @@ export class DescriptorChain {
 
   /** The fault again, its message naming the descriptor whose buffer faulted. */
   #named(fault: DMAFault, first: number): DMAFault {
-    const descriptors = this.descriptors;
-    let culprit = descriptors[first] as VirtqDescriptor;
-    for (let at = first; at < descriptors.length; at++) {
-      const descriptor = descriptors[at] as VirtqDescriptor;
-      if (fault.addr >= descriptor.addr && fault.addr - descriptor.addr < descriptor.length) {
-        culprit = descriptor;
+    let culprit = first;
+    for (let at = first; at < this.#count; at++) {
+      const addr = this.#addrs[at] as number;
+      if (fault.addr >= addr && fault.addr - addr < (this.#lengths[at] as number)) {
+        culprit = at;
         break;
       }
     }
-    const name = descriptorName(culprit.index, culprit.indirect ? this.#indirectOf : -1);
+    const indirect = ((this.#kinds[culprit] as number) & 2) !== 0;
+    const name = descriptorName(this.#indexes[culprit] as number, indirect ? this.#indirectOf : -1);
     return new DMAFault(
       fault.code,
-      `virtqueue chain ${this.head}: ${name}: ${fault.message}`,
+      `virtqueue chain ${this.#head}: ${name}: ${fault.message}`,
       fault.addr,
       fault.length,
       fault.attrs,
@@ -190,36 +261,36 @@ export class DescriptorChain {
   }
 
   static {
-    claimChain = (chain, owner) => {
-      if (!(#pushed in chain) || chain.#owner !== owner || chain.#pushed) return false;
-      chain.#pushed = true;
-      return true;
+    chainAccess = {
+      make: (context, owner, ranges) => new DescriptorChain(CREATE, context, owner, ranges),
+      free: (chain) => chain.#pushed,
+      start: (chain, head) => {
+        chain.#head = head;
+        chain.#count = 0;
+        chain.#descriptors = undefined;
+      },
+      add: (chain, addr, length, writable, index, indirect) => {
+        const at = chain.#count;
+        chain.#addrs[at] = addr;
+        chain.#lengths[at] = length;
+        chain.#indexes[at] = index;
+        chain.#kinds[at] = (writable ? 1 : 0) | (indirect ? 2 : 0);
+        chain.#count = at + 1;
+        return at + 1;
+      },
+      finish: (chain, readableLength, writableLength, firstWritable, indirectOf) => {
+        chain.#readableLength = readableLength;
+        chain.#writableLength = writableLength;
+        chain.#firstWritable = firstWritable;
+        chain.#indirectOf = indirectOf;
+        chain.#pushed = false;
+        return chain;
+      },
+      claim: (chain, owner) => {
+        if (!(#pushed in chain) || chain.#owner !== owner || chain.#pushed) return false;
+        chain.#pushed = true;
+        return true;
+      },
     };
   }
-}
-
-/** @internal Makes a chain; only the queue calls it. */
-export function makeChain(
-  context: DMAContext,
-  owner: object,
-  ranges: number[],
-  head: number,
-  descriptors: VirtqDescriptor[],
-  readableLength: number,
-  writableLength: number,
-  firstWritable: number,
-  indirectOf: number,
-): DescriptorChain {
-  return new DescriptorChain(
-    CREATE,
-    context,
-    owner,
-    ranges,
-    head,
-    descriptors,
-    readableLength,
-    writableLength,
-    firstWritable,
-    indirectOf,
-  );
 }

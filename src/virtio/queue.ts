@@ -9,13 +9,7 @@ import { isDMAContext, type DMAContext } from '../context.js';
 import { DMAError, DMAFault } from '../errors.js';
 import { ADDRESS_LIMIT, invalidArgument, isSafeIndex, notInstance } from '../internal/check.js';
 import { describe } from '../internal/describe.js';
-import {
-  claimChain,
-  descriptorName,
-  makeChain,
-  type DescriptorChain,
-  type VirtqDescriptor,
-} from './chain.js';
+import { descriptorName, chainAccess, type DescriptorChain } from './chain.js';
 import {
   VIRTQ_DESC_F_INDIRECT,
   VIRTQ_DESC_F_NEXT,
@@ -138,6 +132,8 @@ export class SplitVirtqueue {
   readonly #view = new DataView(this.#scratch.buffer);
   /** Ranges lent to the chains' `read`/`write`. */
   readonly #ranges: number[] = [];
+  /** The chain of each head, reused by the next pop of that head once it is pushed. */
+  readonly #chains: (DescriptorChain | undefined)[] = [];
   #nextAvail = 0;
   #nextUsed = 0;
   /** The last `avail.idx` read (with acquire), so a batch costs one ordered read. */
@@ -262,7 +258,16 @@ export class SplitVirtqueue {
     const scratch = this.#scratch;
     const view = this.#view;
     const limit = this.size;
-    const descriptors: VirtqDescriptor[] = [];
+    let chain = this.#chains[head];
+    if (chain === undefined || !chainAccess.free(chain)) {
+      // The first pop of this head, or a driver that offers a head the device still holds:
+      // a chain of its own (kept for reuse only in the first case).
+      const made = chainAccess.make(context, this, this.#ranges);
+      if (chain === undefined) this.#chains[head] = made;
+      chain = made;
+    }
+    chainAccess.start(chain, head);
+    let count = 0;
     let table = this.desc;
     let tableSize = this.size;
     let indirectOf = -1;
@@ -310,7 +315,7 @@ export class SplitVirtqueue {
       }
       const isWritable = (flags & VIRTQ_DESC_F_WRITE) !== 0;
       if (isWritable) {
-        if (firstWritable < 0) firstWritable = descriptors.length;
+        if (firstWritable < 0) firstWritable = count;
         writable += length;
       } else if (firstWritable >= 0) {
         throw this.#bad(head, index, indirectOf, 'is readable but follows a writable one');
@@ -319,7 +324,7 @@ export class SplitVirtqueue {
       }
       // virtio 1.2 §2.7.5.3.1: no chain is longer than the queue, indirect tables expanded;
       // a loop runs into this bound.
-      if (descriptors.length === limit) {
+      if (count === limit) {
         throw this.#bad(
           head,
           index,
@@ -327,7 +332,7 @@ export class SplitVirtqueue {
           `makes the chain longer than the queue size ${limit} (a loop?)`,
         );
       }
-      descriptors.push({ addr, length, writable: isWritable, index, indirect: indirectOf >= 0 });
+      count = chainAccess.add(chain, addr, length, isWritable, index, indirectOf >= 0);
       if ((flags & VIRTQ_DESC_F_NEXT) === 0) break;
       if (next >= tableSize) {
         throw this.#bad(
@@ -339,18 +344,8 @@ export class SplitVirtqueue {
       }
       index = next;
     }
-    if (firstWritable < 0) firstWritable = descriptors.length;
-    return makeChain(
-      context,
-      this,
-      this.#ranges,
-      head,
-      descriptors,
-      readable,
-      writable,
-      firstWritable,
-      indirectOf,
-    );
+    if (firstWritable < 0) firstWritable = count;
+    return chainAccess.finish(chain, readable, writable, firstWritable, indirectOf);
   }
 
   #bad(head: number, index: number, indirectOf: number, what: string): DMAError {
@@ -388,7 +383,7 @@ export class SplitVirtqueue {
     if (!isSafeIndex(writtenLength) || writtenLength > writableLength) {
       invalidArgument('writtenLength', `an integer from 0 to ${writableLength}`, writtenLength);
     }
-    if (!claimChain(chain, this)) {
+    if (!chainAccess.claim(chain, this)) {
       invalidArgument('chain', 'a DescriptorChain this queue popped and did not push yet', chain);
     }
     const context = this.#context;
