@@ -4,16 +4,31 @@
  *
  * @module
  */
-import { runMigrate } from './codemod/cli.js';
+import { readFileSync } from 'node:fs';
+import {
+  helpText,
+  parseCommandLine,
+  runMigrate,
+  type CommandLine,
+  type CommandSpec,
+} from './codemod/cli.js';
+import { DMAError } from './errors.js';
 import { runLitmus } from './litmus/run.js';
 
-const USAGE = `Usage: dma-attrs <command> [options]
-
-Commands:
+const MAIN: CommandSpec = {
+  name: 'dma-attrs',
+  synopsis: '<command> [options]',
+  description: `Commands:
   migrate   rewrite uses of dma-attrs/legacy into the attributes API (see: dma-attrs migrate --help)
   litmus    run the SB/MP/LB litmus tests on worker threads (see: dma-attrs litmus --help)
   bench     measure the accessors against hand-written code, check the budgets (see: dma-attrs bench --help)
-`;
+`,
+  options: [
+    { name: 'version', short: 'v', description: 'print the version' },
+    { name: 'help', short: 'h', description: 'show this help' },
+  ],
+  footer: "Exit status: 2 on bad usage, else the command's.\n",
+};
 
 /** Subcommands: each takes the arguments after its name and resolves to an exit status. */
 const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
@@ -22,6 +37,7 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
       stdout: (text) => process.stdout.write(text),
       stderr: (text) => process.stderr.write(text),
       cwd: process.cwd(),
+      progress: process.stderr,
     }),
   litmus: (argv) =>
     runLitmus(argv, {
@@ -54,15 +70,34 @@ async function runBench(argv: string[]): Promise<number> {
 }
 
 async function main(argv: string[]): Promise<number> {
-  const [command, ...rest] = argv;
-  if (command === '--help' || command === '-h') {
-    process.stdout.write(USAGE);
+  let line: CommandLine;
+  try {
+    // The first positional is the command: what follows it is the command's to parse.
+    line = parseCommandLine(MAIN, argv, true);
+  } catch (error) {
+    if (!(error instanceof DMAError)) throw error;
+    process.stderr.write(`${error.message}\n\n${helpText(MAIN)}`);
+    return 2;
+  }
+  if (line.flags.has('help')) {
+    process.stdout.write(helpText(MAIN));
     return 0;
   }
-  const run = command === undefined ? undefined : COMMANDS[command];
+  if (line.flags.has('version')) {
+    const manifest = new URL('../package.json', import.meta.url);
+    const { version } = JSON.parse(readFileSync(manifest, 'utf8')) as { version: string };
+    process.stdout.write(`${version}\n`);
+    return 0;
+  }
+  const [command, ...rest] = line.positionals;
+  // Own properties only: `dma-attrs toString` is an unknown command, not Object.prototype's.
+  const run =
+    command !== undefined && Object.hasOwn(COMMANDS, command) ? COMMANDS[command] : undefined;
   if (run === undefined) {
     process.stderr.write(
-      command === undefined ? USAGE : `dma-attrs: unknown command ${command}\n\n${USAGE}`,
+      command === undefined
+        ? helpText(MAIN)
+        : `dma-attrs: unknown command ${command}\n\n${helpText(MAIN)}`,
     );
     return 2;
   }

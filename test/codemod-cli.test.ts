@@ -2,7 +2,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { globToRegExp } from '../src/codemod/glob.js';
+import { createProgress, type ProgressStream } from '../src/codemod/cli.js';
 import { migrateFiles, runMigrate, unifiedDiff } from '../src/codemod/index.js';
 
 const LEGACY = `import { dmaMemoryRead, DMADirection } from 'dma-attrs/legacy';
@@ -44,6 +44,16 @@ async function cli(...argv: string[]): Promise<{ status: number; stdout: string;
     cwd,
   });
   return { status, stdout, stderr };
+}
+
+/** A terminal stand-in that records what is written to it. */
+function terminal(isTTY = true): ProgressStream & { writes: string[] } {
+  const writes: string[] = [];
+  return {
+    isTTY,
+    writes,
+    write: (text: string) => writes.push(text),
+  };
 }
 
 beforeEach(() => {
@@ -144,15 +154,35 @@ describe('dma-attrs migrate', () => {
     expect(stderr).toMatch(/src[/\\]broken\.ts: error: does not parse: 2:/);
   });
 
-  it('expands globs with *, ** and ?', async () => {
+  it('expands globs with *, **, ? and {a,b}', async () => {
     const { stderr } = await cli('src/**/*.js', '--check');
     expect(stderr).toMatch(/1 file scanned, 1 changed/);
     expect((await cli('src/devic?.mjs', '--check')).stderr).toMatch(/1 file scanned, 1 changed/);
     expect((await cli('**/*.mjs', '--check')).stderr).toMatch(/1 file scanned/);
-    expect(globToRegExp('src/**/*.ts').test('src/a.ts')).toBe(true);
-    expect(globToRegExp('src/**/*.ts').test('src/a/b/c.ts')).toBe(true);
-    expect(globToRegExp('src/*.ts').test('src/a/b.ts')).toBe(false);
-    expect(globToRegExp('src/?.ts').test('src/ab.ts')).toBe(false);
+    expect((await cli('src/*.js', '--check')).status).toBe(1); // `*` does not cross `/`
+    expect((await cli('src/{util.ts,deep/**/*.js}', '--check')).stderr).toMatch(
+      /2 files scanned, 1 changed/,
+    );
+  });
+
+  it('skips what .gitignore excludes unless --no-gitignore, and takes explicit files', async () => {
+    tree({ '.gitignore': 'deep/\n' });
+    expect((await cli('src', '--check')).stderr).toMatch(/2 files scanned, 1 changed/);
+    expect((await cli('src', '--check', '--no-gitignore')).stderr).toMatch(
+      /3 files scanned, 2 changed/,
+    );
+    expect((await cli('src/deep/more/queue.js', '--check')).stderr).toMatch(
+      /1 file scanned, 1 changed/,
+    );
+    const leftOut = await cli(
+      'src',
+      '--check',
+      '--ignore-pattern',
+      '*.mjs',
+      '--ignore-pattern=util.ts',
+    );
+    expect(leftOut.status).toBe(1);
+    expect(leftOut.stderr).toContain('src: error: all 3 source files it matches are ignored');
   });
 
   it('exits 2 on bad usage: an unknown option, no paths', async () => {
@@ -199,5 +229,52 @@ describe('unifiedDiff', () => {
     expect(diff.match(/^@@/gm)).toHaveLength(2);
     expect(diff).toContain('@@ -1,6 +1,6 @@\n line 0\n line 1\n-line 2\n+LINE 2\n');
     expect(diff).toContain('@@ -15,6 +15,6 @@\n');
+  });
+});
+
+describe('the progress line', () => {
+  it('draws files done / total on a terminal, the first and last time and then every 100 ms', () => {
+    const still = terminal();
+    const progress = createProgress(still, 'migrate', () => 0);
+    for (let done = 0; done <= 3; done++) progress.update(done, 3);
+    progress.clear();
+    progress.clear();
+    expect(still.writes).toEqual(['\rmigrate: 0/3 files', '\rmigrate: 3/3 files', '\r\x1b[K']);
+
+    const moving = terminal();
+    let time = 0;
+    const ticking = createProgress(moving, 'migrate', () => (time += 100));
+    for (let done = 0; done <= 3; done++) ticking.update(done, 3);
+    expect(moving.writes).toEqual([0, 1, 2, 3].map((done) => `\rmigrate: ${done}/3 files`));
+  });
+
+  it('draws nothing on a stream that is not a terminal', () => {
+    const piped = terminal(false);
+    const progress = createProgress(piped);
+    progress.update(0, 1);
+    progress.update(1, 1);
+    progress.clear();
+    expect(piped.writes).toEqual([]);
+  });
+
+  it('runs through migrate on a terminal, is erased before diffs and at the end, and is off under --json', async () => {
+    const log: string[] = [];
+    const tty: ProgressStream = { isTTY: true, write: (text: string) => log.push(`tty:${text}`) };
+    const io = { stdout: (text: string) => log.push(`out:${text}`), stderr: () => undefined, cwd };
+    expect(await runMigrate(['src', '--dry-run'], { ...io, progress: tty })).toBe(0);
+    expect(log[0]).toBe('tty:\rmigrate: 0/3 files');
+    expect(log).toContain('tty:\rmigrate: 3/3 files');
+    expect(log.at(-1)).toBe('tty:\r\x1b[K');
+    // Whatever goes to standard output starts on a clean line.
+    log.forEach((entry, index) => {
+      if (!entry.startsWith('out:')) return;
+      const drawn = log.slice(0, index).filter((earlier) => earlier.startsWith('tty:'));
+      expect(drawn.at(-1)).toBe('tty:\r\x1b[K');
+    });
+    expect(log.filter((entry) => entry.startsWith('out:'))).toHaveLength(2);
+
+    log.length = 0;
+    expect(await runMigrate(['src', '--json'], { ...io, progress: tty })).toBe(0);
+    expect(log.filter((entry) => entry.startsWith('tty:'))).toEqual([]);
   });
 });

@@ -1,11 +1,14 @@
 /**
  * `dma-attrs migrate`: the command line of the codemod, with the conventions of the
- * well-known codemods (jscodeshift, ts-migrate): paths and globs, `--dry-run`, `--print`,
- * `--check`, `--json`, exit 0 / 1 / 2.
+ * well-known codemods (jscodeshift, ts-migrate): paths and globs, `.gitignore` honoured,
+ * `--dry-run`, `--print`, `--check`, `--json`, exit 0 / 1 / 2. Also the option-table parser
+ * (over `node:util` `parseArgs`) and the progress line, which `src/cli.ts` shares.
  *
  * @module
  */
 import { isAbsolute, relative } from 'node:path';
+import { parseArgs } from 'node:util';
+import { DMAError } from '../errors.js';
 import { unifiedDiff } from './diff.js';
 import { migrateFiles } from './files.js';
 import type { MigrationReport } from './report.js';
@@ -18,32 +21,269 @@ export interface CliIo {
   stderr: (text: string) => void;
   /** The working directory. */
   cwd: string;
+  /**
+   * Standard error as a stream, for the `files done / total` line: drawn only when the stream
+   * is a terminal (`isTTY`), never under `--json`. Without it there is no progress line.
+   */
+  progress?: {
+    /** Whether the stream is a terminal: the line is drawn only then. */
+    readonly isTTY?: boolean;
+    /** Writes text. */
+    write(text: string): unknown;
+  };
 }
 
-const USAGE = `Usage: dma-attrs migrate <paths or globs…> [options]
+/**
+ * One option of a command: a row of the table that both `parseArgs` and `--help` are made from.
+ *
+ * @internal
+ */
+export interface CommandOption {
+  /** The long name, without `--`. */
+  readonly name: string;
+  /** A one-letter alias, without `-`. */
+  readonly short?: string;
+  /** The value's name in the help (`pattern` prints `<pattern>`): set for options that take one. */
+  readonly value?: string;
+  /** Whether the option may be repeated, its values collected in order. */
+  readonly multiple?: boolean;
+  /** The help line. */
+  readonly description: string;
+}
 
-Rewrites uses of dma-attrs/legacy into the attributes API.
+/**
+ * A command's usage: its name, synopsis, options and the text around them.
+ *
+ * @internal
+ */
+export interface CommandSpec {
+  /** What messages start with: `dma-attrs migrate`. */
+  readonly name: string;
+  /** What follows the name in the `Usage:` line. */
+  readonly synopsis: string;
+  /** Paragraphs between the `Usage:` line and the options, each line ending with `\n`. */
+  readonly description: string;
+  /** The options; one named `help` makes `--help` win over any usage error. */
+  readonly options: readonly CommandOption[];
+  /** The closing paragraph (the exit statuses), ending with `\n`. */
+  readonly footer: string;
+}
 
-Options:
-  --dry-run                 print a unified diff, write nothing
-  --check                   write nothing; exit 1 when a file would change
-  --print                   print each migrated file, write nothing
-  --json                    print the report as one JSON object
-  --flags                   emit flag objects ({ read: true }) instead of bit expressions
-  --preserve-full-barriers  keep the 2012 full barriers with explicit dma.barrier('full')
-  -h, --help                show this help
+/**
+ * A parsed command line.
+ *
+ * @internal
+ */
+export interface CommandLine {
+  /** The arguments that are not options, in order (all of them after `--`). */
+  readonly positionals: readonly string[];
+  /** The long names of the boolean options given. */
+  readonly flags: ReadonlySet<string>;
+  /** The values of the options that take one, by long name, in order. */
+  readonly values: ReadonlyMap<string, readonly string[]>;
+}
 
-Exit status: 0 ok, 1 changes found under --check or a file failed, 2 bad usage.
-`;
+/**
+ * The `--help` text of a command, its option table aligned in two columns.
+ *
+ * @param spec - the command.
+ * @returns the text, ending with a line break.
+ * @internal
+ */
+export function helpText(spec: CommandSpec): string {
+  const rows = spec.options.map((option) => {
+    const long = `--${option.name}${option.value === undefined ? '' : ` <${option.value}>`}`;
+    return [option.short === undefined ? long : `-${option.short}, ${long}`, option.description];
+  });
+  const width = Math.max(...rows.map(([left]) => (left as string).length)) + 2;
+  const table = rows
+    .map(([left, description]) => `  ${(left as string).padEnd(width)}${description as string}\n`)
+    .join('');
+  return `Usage: ${spec.name} ${spec.synopsis}\n\n${spec.description}\nOptions:\n${table}\n${spec.footer}`;
+}
 
-const OPTIONS = new Set([
-  '--dry-run',
-  '--check',
-  '--print',
-  '--json',
-  '--flags',
-  '--preserve-full-barriers',
-]);
+/**
+ * Parses a command line against an option table with `node:util` `parseArgs`, naming the
+ * offending option in every error: an unknown option, a value given to an option that takes
+ * none, a missing value (also when the next argument is itself an option: write
+ * `--name=-value` for a value that starts with `-`). `--` ends the options.
+ *
+ * @param spec - the command and its options.
+ * @param argv - the arguments.
+ * @param stopAtPositional - end the options at the first positional too, which starts the
+ * positionals with everything after it as it is (a subcommand and its own arguments).
+ * @returns the positionals, flags and values; only `help` when a `help` option was given.
+ * @throws DMAError `ERR_DMA_INVALID_ARGUMENT` on bad usage.
+ * @internal
+ */
+export function parseCommandLine(
+  spec: CommandSpec,
+  argv: readonly string[],
+  stopAtPositional = false,
+): CommandLine {
+  const known = new Map(spec.options.map((option) => [option.name, option]));
+  const { tokens } = parseArgs({
+    args: [...argv],
+    options: Object.fromEntries(
+      spec.options.map((option) => [
+        option.name,
+        {
+          type: option.value === undefined ? ('boolean' as const) : ('string' as const),
+          ...(option.short === undefined ? {} : { short: option.short }),
+          ...(option.multiple === true ? { multiple: true } : {}),
+        },
+      ]),
+    ),
+    allowPositionals: true,
+    strict: false,
+    tokens: true,
+  });
+  const positionals: string[] = [];
+  const flags = new Set<string>();
+  const values = new Map<string, string[]>();
+  let end = tokens.length;
+  if (stopAtPositional) {
+    const first = tokens.findIndex((token) => token.kind === 'positional');
+    if (first >= 0) {
+      end = first;
+      positionals.push(...argv.slice((tokens[first] as { index: number }).index));
+    }
+  }
+  const options = tokens.slice(0, end);
+  if (known.has('help') && options.some((t) => t.kind === 'option' && t.name === 'help')) {
+    return { positionals: [], flags: new Set(['help']), values };
+  }
+  const usage = (message: string): DMAError =>
+    new DMAError('ERR_DMA_INVALID_ARGUMENT', `${spec.name}: ${message}`);
+  for (const token of options) {
+    if (token.kind === 'positional') {
+      positionals.push(token.value);
+      continue;
+    }
+    if (token.kind === 'option-terminator') continue;
+    const option = known.get(token.name);
+    if (option === undefined) throw usage(`unknown option ${token.rawName}`);
+    if (option.value === undefined) {
+      if (token.value !== undefined) {
+        throw usage(
+          `option ${token.rawName} takes no value; received ${JSON.stringify(token.value)}`,
+        );
+      }
+      flags.add(option.name);
+      continue;
+    }
+    const value = token.value;
+    if (value === undefined || (!token.inlineValue && value.startsWith('-') && value !== '-')) {
+      throw usage(
+        value === undefined
+          ? `option ${token.rawName} needs a value <${option.value}>`
+          : `option ${token.rawName} needs a value <${option.value}>; received the option ${value} (write --${option.name}=${value} for a value that starts with -)`,
+      );
+    }
+    const list = values.get(option.name) ?? [];
+    if (option.multiple === true) list.push(value);
+    else list.splice(0, list.length, value);
+    values.set(option.name, list);
+  }
+  return { positionals, flags, values };
+}
+
+/**
+ * A stream the progress line can be drawn on: `process.stderr`, or a stand-in in a test.
+ *
+ * @internal
+ */
+export type ProgressStream = NonNullable<CliIo['progress']>;
+
+/**
+ * The `files done / total` line on a terminal, rewritten in place with `\r`.
+ *
+ * @internal
+ */
+export interface Progress {
+  /** Draws `done/total`: the first and the last time, and otherwise at most every 100 ms. */
+  update(done: number, total: number): void;
+  /** Erases the line (before other output, and at the end). */
+  clear(): void;
+}
+
+const NO_PROGRESS: Progress = {
+  update: () => undefined,
+  clear: () => undefined,
+};
+
+/**
+ * A progress line on `stream`, or one that draws nothing when the stream is absent or not a
+ * terminal: piped or redirected standard error gets no `\r` lines.
+ *
+ * @param stream - where to draw, usually `process.stderr`.
+ * @param label - what the line starts with.
+ * @param now - the clock, in milliseconds (tests pass a still one).
+ * @returns the line's controls.
+ * @example
+ * ```ts
+ * const progress = createProgress(process.stderr);
+ * progress.update(1, 3); // "\rmigrate: 1/3 files" on a terminal
+ * progress.clear();
+ * ```
+ * @internal
+ */
+export function createProgress(
+  stream: ProgressStream | undefined,
+  label = 'migrate',
+  now: () => number = () => performance.now(),
+): Progress {
+  if (stream?.isTTY !== true) return NO_PROGRESS;
+  const interval = 100;
+  let drawnAt = -Infinity;
+  let visible = false;
+  return {
+    update(done, total) {
+      const time = now();
+      if (done !== total && drawnAt !== -Infinity && time - drawnAt < interval) return;
+      drawnAt = time;
+      visible = true;
+      // Counts only grow within a run, so each line covers the one it overwrites.
+      stream.write(`\r${label}: ${done}/${total} files`);
+    },
+    clear() {
+      if (!visible) return;
+      visible = false;
+      stream.write('\r\x1b[K');
+    },
+  };
+}
+
+const MIGRATE: CommandSpec = {
+  name: 'dma-attrs migrate',
+  synopsis: '<paths or globs…> [options]',
+  description: `Rewrites uses of dma-attrs/legacy into the attributes API.
+
+Files named explicitly are always taken. Directories and globs (*, **, ?, {a,b}) yield
+.ts .tsx .mts .cts .js .jsx .mjs .cjs files, skipping node_modules, dist, and what
+.gitignore files exclude. On a terminal, standard error shows files done / total.
+`,
+  options: [
+    { name: 'dry-run', description: 'print a unified diff (git apply takes it), write nothing' },
+    { name: 'check', description: 'write nothing; exit 1 when a file would change' },
+    { name: 'print', description: 'print each migrated file, write nothing' },
+    { name: 'json', description: 'print the report as one JSON object' },
+    { name: 'flags', description: 'emit flag objects ({ read: true }) instead of bit expressions' },
+    {
+      name: 'preserve-full-barriers',
+      description: "keep the 2012 full barriers with explicit dma.barrier('full')",
+    },
+    { name: 'no-gitignore', description: 'also take the files .gitignore files exclude' },
+    {
+      name: 'ignore-pattern',
+      value: 'pattern',
+      multiple: true,
+      description: 'leave out files matching a .gitignore-style pattern (repeatable)',
+    },
+    { name: 'help', short: 'h', description: 'show this help' },
+  ],
+  footer: 'Exit status: 0 ok, 1 changes found under --check or a file failed, 2 bad usage.\n',
+};
 
 function plural(count: number, one: string, many = `${one}s`): string {
   return `${count} ${count === 1 ? one : many}`;
@@ -74,7 +314,7 @@ function summary(report: MigrationReport): string {
  * Runs `dma-attrs migrate` with the arguments after `migrate`.
  *
  * @param argv - paths, globs and options.
- * @param io - output streams and the working directory.
+ * @param io - output streams, the working directory, and standard error for the progress line.
  * @returns the exit status: 0 ok, 1 changes found under `--check` or a file failed, 2 bad usage.
  * @example
  * ```ts
@@ -82,55 +322,62 @@ function summary(report: MigrationReport): string {
  *   stdout: (s) => process.stdout.write(s),
  *   stderr: (s) => process.stderr.write(s),
  *   cwd: process.cwd(),
+ *   progress: process.stderr,
  * });
  * ```
  */
 export function runMigrate(argv: readonly string[], io: CliIo): Promise<number> {
-  const paths: string[] = [];
-  const options = new Set<string>();
-  let onlyPaths = false;
-  for (const arg of argv) {
-    if (!onlyPaths && (arg === '-h' || arg === '--help')) {
-      io.stdout(USAGE);
-      return Promise.resolve(0);
-    }
-    if (!onlyPaths && arg === '--') {
-      onlyPaths = true;
-    } else if (!onlyPaths && arg.startsWith('-')) {
-      if (!OPTIONS.has(arg)) {
-        io.stderr(`dma-attrs migrate: unknown option ${arg}\n\n${USAGE}`);
-        return Promise.resolve(2);
-      }
-      options.add(arg);
-    } else {
-      paths.push(arg);
-    }
-  }
-  if (paths.length === 0) {
-    io.stderr(`dma-attrs migrate: no paths given\n\n${USAGE}`);
+  let line: CommandLine;
+  try {
+    line = parseCommandLine(MIGRATE, argv);
+  } catch (error) {
+    if (!(error instanceof DMAError)) throw error;
+    io.stderr(`${error.message}\n\n${helpText(MIGRATE)}`);
     return Promise.resolve(2);
   }
-  const json = options.has('--json');
-  const dryRun = options.has('--dry-run');
-  const print = options.has('--print');
-  const check = options.has('--check');
+  const { flags } = line;
+  if (flags.has('help')) {
+    io.stdout(helpText(MIGRATE));
+    return Promise.resolve(0);
+  }
+  if (line.positionals.length === 0) {
+    io.stderr(`${MIGRATE.name}: no paths given\n\n${helpText(MIGRATE)}`);
+    return Promise.resolve(2);
+  }
+  const json = flags.has('json');
+  const dryRun = flags.has('dry-run');
+  const print = flags.has('print');
+  const check = flags.has('check');
+  const progress = createProgress(json ? undefined : io.progress);
   let report: MigrationReport;
   try {
-    report = migrateFiles(paths, {
+    report = migrateFiles(line.positionals, {
       cwd: io.cwd,
-      flags: options.has('--flags'),
-      preserveFullBarriers: options.has('--preserve-full-barriers'),
+      flags: flags.has('flags'),
+      preserveFullBarriers: flags.has('preserve-full-barriers'),
+      gitignore: !flags.has('no-gitignore'),
+      ignorePatterns: line.values.get('ignore-pattern') ?? [],
       write: !(dryRun || check || print),
       onFile: (file, before, result) => {
         if (json) return;
-        if (dryRun) io.stdout(unifiedDiff(before, result.text, diffName(io.cwd, file)));
-        if (print && result.errors.length === 0) io.stdout(result.text);
+        const diff = dryRun ? unifiedDiff(before, result.text, diffName(io.cwd, file)) : '';
+        const text = print && result.errors.length === 0 ? result.text : '';
+        if (diff === '' && text === '') return;
+        // Standard output may be the same terminal: the progress line must not prefix it.
+        progress.clear();
+        if (diff !== '') io.stdout(diff);
+        if (text !== '') io.stdout(text);
+      },
+      onProgress: (done, total) => {
+        progress.update(done, total);
       },
     });
   } catch (error) {
-    io.stderr(`dma-attrs migrate: ${(error as Error).message}\n`);
+    progress.clear();
+    io.stderr(`${MIGRATE.name}: ${(error as Error).message}\n`);
     return Promise.resolve(1);
   }
+  progress.clear();
   if (json) {
     io.stdout(`${JSON.stringify(report, null, 2)}\n`);
   } else {

@@ -1,131 +1,269 @@
 /**
- * Path and glob expansion for the codemod: directories are walked, `*`, `**` and `?` are
- * matched, and `node_modules` and `dist` are never entered (as jscodeshift and ts-migrate do).
+ * Which files the codemod reads: explicit files as given, directories and globs expanded with
+ * tinyglobby, minus `node_modules`, `dist`, `.git`, what `.gitignore` files exclude (as git
+ * reads them: the repository root's, nested ones relative to their folder, and
+ * `.git/info/exclude`) and `--ignore-pattern` patterns.
  *
  * @module
  */
-import { readdirSync, statSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
+import ignore, { type Ignore } from 'ignore';
+import { globSync, isDynamicPattern } from 'tinyglobby';
 
-/** The extensions the codemod reads when it walks a directory. */
+/** The extensions the codemod reads when it expands a directory or a glob. */
 export const SOURCE_EXTENSIONS = ['.ts', '.tsx', '.mts', '.cts', '.js', '.jsx', '.mjs', '.cjs'];
 
-const IGNORED_DIRECTORIES = new Set(['node_modules', 'dist']);
+const SOURCE_GLOB = '**/*.{ts,tsx,mts,cts,js,jsx,mjs,cjs}';
+/** Never entered below a directory or glob base, as jscodeshift, ESLint and Prettier do. */
+const SKIPPED = ['**/node_modules/**', '**/dist/**', '**/.git/**', '**/*.d.{ts,mts,cts}'];
 
 function isSource(file: string): boolean {
-  return !file.endsWith('.d.ts') && SOURCE_EXTENSIONS.some((extension) => file.endsWith(extension));
+  return (
+    !/\.d\.[mc]?ts$/.test(file) && SOURCE_EXTENSIONS.some((extension) => file.endsWith(extension))
+  );
+}
+
+function toPosix(file: string): string {
+  return path.sep === '/' ? file : file.split(path.sep).join('/');
+}
+
+function isWithin(directory: string, target: string): boolean {
+  const relative = path.relative(directory, target);
+  return !relative.startsWith('..') && !path.isAbsolute(relative);
+}
+
+/** `target` relative to `directory`, one of its ancestors: a slice when the prefix is there. */
+function below(directory: string, target: string): string {
+  if (!target.startsWith(directory)) return path.relative(directory, target);
+  return target.slice(directory.endsWith(path.sep) ? directory.length : directory.length + 1);
+}
+
+/** The `ignore` rules of one file, or `undefined` when it cannot be read (usually: absent). */
+function readRules(...files: string[]): Ignore | undefined {
+  let rules: Ignore | undefined;
+  for (const file of files) {
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch {
+      continue;
+    }
+    rules = (rules ?? ignore()).add(text);
+  }
+  return rules;
 }
 
 /**
- * A regular expression for a glob over `/`-separated paths: `**` crosses directories, `*` and
- * `?` do not.
+ * The `.gitignore` files of one repository, read lazily: only the folders on the way to a
+ * candidate file, and never below an ignored folder (git does not look there either).
  *
- * @param glob - the pattern, with `/` separators.
- * @returns the anchored expression.
+ * Precedence as in git: a deeper `.gitignore` overrides a shallower one, the last matching line
+ * of a file wins, and nothing below an ignored folder can be re-included. One known difference:
+ * a file's rules are tested by `ignore`, which also checks the file's folders against that same
+ * file's rules, so a folder that a shallower file ignores and a deeper one re-includes still
+ * has its contents ignored by the shallower file's patterns.
  */
-export function globToRegExp(glob: string): RegExp {
-  let source = '';
-  for (let index = 0; index < glob.length; index++) {
-    const char = glob.charAt(index);
-    if (char === '*') {
-      if (glob.charAt(index + 1) === '*') {
-        index++;
-        if (glob.charAt(index + 1) === '/') {
-          index++;
-          source += '(?:.*/)?';
-        } else {
-          source += '.*';
-        }
-      } else {
-        source += '[^/]*';
+class GitignoreRules {
+  private readonly rules = new Map<string, Ignore | undefined>();
+  private readonly ignoredDirectories = new Map<string, boolean>();
+
+  /** @param root - the repository root (or the working directory outside a repository). */
+  constructor(private readonly root: string) {}
+
+  /**
+   * @param file - an absolute path below the root.
+   * @returns whether git would ignore it.
+   */
+  ignores(file: string): boolean {
+    return this.directoryIgnored(path.dirname(file)) || this.decide(file, false);
+  }
+
+  private rulesOf(directory: string): Ignore | undefined {
+    if (this.rules.has(directory)) return this.rules.get(directory);
+    // In the root, `.git/info/exclude` ranks below `.gitignore`: added first, so that its
+    // lines lose to the later ones.
+    const rules =
+      directory === this.root
+        ? readRules(
+            path.join(directory, '.git', 'info', 'exclude'),
+            path.join(directory, '.gitignore'),
+          )
+        : readRules(path.join(directory, '.gitignore'));
+    this.rules.set(directory, rules);
+    return rules;
+  }
+
+  private directoryIgnored(directory: string): boolean {
+    if (directory.length <= this.root.length) return false;
+    const cached = this.ignoredDirectories.get(directory);
+    if (cached !== undefined) return cached;
+    const ignored = this.directoryIgnored(path.dirname(directory)) || this.decide(directory, true);
+    this.ignoredDirectories.set(directory, ignored);
+    return ignored;
+  }
+
+  /** The deepest `.gitignore` with a matching line decides; the folders above are not looked at. */
+  private decide(target: string, isDirectory: boolean): boolean {
+    let directory = path.dirname(target);
+    for (;;) {
+      const rules = this.rulesOf(directory);
+      if (rules !== undefined) {
+        const relative = toPosix(below(directory, target)) + (isDirectory ? '/' : '');
+        const result = rules.test(relative);
+        if (result.ignored) return true;
+        if (result.unignored) return false;
       }
-    } else if (char === '?') {
-      source += '[^/]';
-    } else {
-      source += /[\\^$.|+()[\]{}]/.test(char) ? `\\${char}` : char;
+      if (directory === this.root) return false;
+      directory = path.dirname(directory);
     }
   }
-  return new RegExp(`^${source}$`);
 }
 
-function walk(directory: string, files: string[]): void {
-  let entries;
-  try {
-    entries = readdirSync(directory, { withFileTypes: true });
-  } catch {
-    return;
-  }
-  entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-  for (const entry of entries) {
-    const full = path.join(directory, entry.name);
-    if (entry.isDirectory()) {
-      if (!IGNORED_DIRECTORIES.has(entry.name)) walk(full, files);
-    } else if (entry.isFile() && isSource(entry.name)) {
-      files.push(full);
+/** The nearest folder at or above `directory` that holds `.git` (a folder, or a worktree's file). */
+function repositoryRoot(directory: string): string | undefined {
+  for (let current = directory; ;) {
+    try {
+      statSync(path.join(current, '.git'));
+      return current;
+    } catch {
+      // not here: one level up
     }
+    const parent = path.dirname(current);
+    if (parent === current) return undefined;
+    current = parent;
   }
+}
+
+/** Options of {@link expandPaths}. */
+export interface ExpandOptions {
+  /** Honour `.gitignore` files and `.git/info/exclude` (default `true`). */
+  gitignore?: boolean;
+  /** More patterns in `.gitignore` syntax, relative to `cwd`. */
+  ignorePatterns?: readonly string[];
+}
+
+/** A pattern that named no file: nothing exists there, or everything it matched is ignored. */
+export interface UnmatchedPattern {
+  /** The pattern, as given. */
+  pattern: string;
+  /** How many source files it matched that `.gitignore` or `ignorePatterns` excluded. */
+  ignored: number;
 }
 
 /**
  * The source files named by paths, directories and globs, each once, in a stable order.
- * A file named explicitly is taken whatever its extension; directories and globs yield the
- * source extensions only and skip `node_modules` and `dist`.
+ * A file named explicitly is taken whatever its extension and whatever ignores it; directories
+ * and globs (tinyglobby's syntax: `*`, `**`, `?`, `{a,b}`, `[ab]`) yield the source
+ * extensions only, without declaration files, `node_modules`, `dist`, `.git`, symbolic links,
+ * and what `.gitignore` files and `ignorePatterns` exclude.
  *
  * @param patterns - files, directories or globs, relative to `cwd` or absolute.
- * @param cwd - the directory relative patterns start from.
- * @returns the files (as `cwd`-relative paths when the pattern was relative) and the patterns
- * that matched nothing.
+ * @param cwd - the directory relative patterns (and `ignorePatterns`) start from.
+ * @param options - whether to honour `.gitignore`, and more patterns to ignore.
+ * @returns the files (`cwd`-relative when the pattern was relative, else absolute) and the
+ * patterns that yielded none.
  */
 export function expandPaths(
   patterns: readonly string[],
   cwd: string,
-): { files: string[]; unmatched: string[] } {
+  options: ExpandOptions = {},
+): { files: string[]; unmatched: UnmatchedPattern[] } {
+  const gitignore = options.gitignore ?? true;
+  const extra =
+    options.ignorePatterns !== undefined && options.ignorePatterns.length > 0
+      ? ignore().add(options.ignorePatterns)
+      : undefined;
+  const repositories = new Map<string, GitignoreRules>();
   const seen = new Set<string>();
   const files: string[] = [];
-  const unmatched: string[] = [];
-  const add = (file: string): void => {
-    const key = path.resolve(cwd, file);
+  const unmatched: UnmatchedPattern[] = [];
+
+  const rulesFor = (base: string): GitignoreRules => {
+    const root = repositoryRoot(base) ?? (isWithin(cwd, base) ? cwd : base);
+    let rules = repositories.get(root);
+    if (rules === undefined) {
+      rules = new GitignoreRules(root);
+      repositories.set(root, rules);
+    }
+    return rules;
+  };
+  const add = (file: string, key = path.resolve(cwd, file)): void => {
     if (seen.has(key)) return;
     seen.add(key);
     files.push(file);
   };
+
   for (const pattern of patterns) {
-    const before = files.length;
-    if (/[*?]/.test(pattern)) {
-      const normalized = pattern.split(path.sep).join('/');
-      const segments = normalized.split('/');
-      const firstGlob = segments.findIndex((segment) => /[*?]/.test(segment));
-      const base =
-        segments.slice(0, firstGlob).join('/') || (normalized.startsWith('/') ? '/' : '.');
-      const matcher = globToRegExp(normalized.replace(/^\.\//, ''));
-      const found: string[] = [];
-      walk(path.resolve(cwd, base), found);
-      for (const file of found) {
-        const relative = path.isAbsolute(pattern)
-          ? file.split(path.sep).join('/')
-          : path.relative(cwd, file).split(path.sep).join('/');
-        if (matcher.test(relative)) add(path.isAbsolute(pattern) ? file : relative);
-      }
-    } else {
-      const full = path.resolve(cwd, pattern);
-      let stats;
-      try {
-        stats = statSync(full);
-      } catch {
-        unmatched.push(pattern);
-        continue;
-      }
-      if (stats.isDirectory()) {
-        const found: string[] = [];
-        walk(full, found);
-        for (const file of found) {
-          add(path.isAbsolute(pattern) ? file : path.relative(cwd, file));
-        }
-      } else {
-        add(pattern);
-      }
+    const full = path.resolve(cwd, pattern);
+    let found: string[];
+    let base: string;
+    let isDirectory: boolean | undefined;
+    try {
+      isDirectory = statSync(full).isDirectory();
+    } catch {
+      isDirectory = undefined;
     }
-    if (files.length === before && !unmatched.includes(pattern)) unmatched.push(pattern);
+    if (isDirectory === false) {
+      // An explicit file, even one whose name looks like a glob (`routes/[id].ts`).
+      add(pattern);
+      continue;
+    }
+    if (isDirectory === true) {
+      base = full;
+      found = globFrom(base, SOURCE_GLOB);
+    } else if (isDynamicPattern(pattern)) {
+      const split = splitGlob(pattern);
+      base = path.resolve(cwd, split.base);
+      found = globFrom(base, split.rest).filter(isSource);
+    } else {
+      unmatched.push({ pattern, ignored: 0 });
+      continue;
+    }
+    const rules = gitignore ? rulesFor(base) : undefined;
+    let ignored = 0;
+    const inCwd = isWithin(cwd, base);
+    for (const file of found.sort()) {
+      // Below `base`, and so below `cwd` when `base` is: the relative path is a slice.
+      const relative = inCwd ? below(cwd, file) : path.relative(cwd, file);
+      const excluded =
+        rules?.ignores(file) === true ||
+        (extra !== undefined && inCwd && extra.ignores(toPosix(relative)));
+      if (excluded) ignored++;
+      else add(path.isAbsolute(pattern) ? file : relative, file);
+    }
+    if (ignored === found.length) unmatched.push({ pattern, ignored });
   }
   return { files, unmatched };
+}
+
+/** Absolute paths of the files below `base` that `glob` (relative to it) matches. */
+function globFrom(base: string, glob: string): string[] {
+  return globSync(glob, {
+    cwd: base,
+    absolute: true,
+    dot: true,
+    ignore: SKIPPED,
+    followSymbolicLinks: false,
+    expandDirectories: false,
+  }).map((file) => path.resolve(file));
+}
+
+/**
+ * Splits a glob at its first dynamic segment: `src/**\/*.ts` → `src` and `**\/*.ts`, so that
+ * the walk starts in `src` and `node_modules`/`dist` are skipped below it only (`dist/**\/*.js`
+ * still reaches into `dist`).
+ */
+function splitGlob(pattern: string): { base: string; rest: string } {
+  const normalized = path.sep === '\\' ? pattern.split('\\').join('/') : pattern;
+  const segments = normalized.split('/');
+  const first = segments.findIndex((segment) => isDynamicPattern(segment));
+  const baseSegments = segments.slice(0, first);
+  const base =
+    baseSegments.length === 0
+      ? '.'
+      : baseSegments.length === 1 && baseSegments[0] === ''
+        ? '/'
+        : baseSegments.join('/');
+  return { base, rest: segments.slice(first).join('/') };
 }
