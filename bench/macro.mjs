@@ -5,12 +5,25 @@
  * The seed's thread measured throughput through an emulated NIC and saw only noise. Two
  * things remove most of it: dividing packets by the process CPU time the run got (the
  * workers and this thread), and repeating each variant with the runs interleaved
- * (legacy, attrs, relaxed, legacy, …) so that a burst of load elsewhere on the machine
+ * (legacy, attrs, relaxed, raw, legacy, …) so that a burst of load elsewhere on the machine
  * hits every variant alike. The tables show the median and the min–max of the runs.
+ *
+ * Issue 12 adds `raw`, the same device hand-written on typed arrays and `Atomics` with
+ * correct barriers (examples/virtio/raw-ring.mjs): the code an emulator author writes without
+ * the library, against which `attrs` (the library's `SplitVirtqueue`) is measured, run by run
+ * (goal: ≥ 0.9× its packets per CPU-second), and the device's allocations per packet
+ * (bench/alloc.mjs, `runVirtioAllocation`; goal: no GC over 10^6 packets).
  */
+import { runVirtioAllocation, VIRTIO_ALLOCATION_VARIANTS } from './alloc.mjs';
 
 /** The variants compared: the 2012 barriers, the attributes API, and no barrier at all. */
 export const MACRO_VARIANTS = ['legacy', 'attrs', 'relaxed'];
+
+/** The device without the library, run beside `MACRO_VARIANTS` and reported apart. */
+export const MACRO_BASELINE = 'raw';
+
+/** Issue 12's goal: the `SplitVirtqueue` device's packets per CPU-second over `raw`'s. */
+export const ATTRS_OVER_RAW_GOAL = 0.9;
 
 /** The median of numbers (the mean of the middle two for an even count). */
 export function median(values) {
@@ -25,15 +38,46 @@ function spread(values) {
   return { median: median(values), min: Math.min(...values), max: Math.max(...values) };
 }
 
+/** One variant's row: every run, and the spreads over them. */
+function row(variant, results) {
+  return {
+    variant,
+    runs: results.map((result) => ({
+      packets: result.packets,
+      seconds: result.seconds,
+      cpuSeconds: result.cpuSeconds,
+      packetsPerSecond: result.packetsPerSecond,
+      packetsPerCpuSecond: result.packetsPerCpuSecond,
+      lostNotifications: result.lostNotifications,
+      corrupted: result.corrupted,
+    })),
+    packetsPerSecond: spread(results.map((result) => result.packetsPerSecond)),
+    packetsPerCpuSecond: spread(results.map((result) => result.packetsPerCpuSecond)),
+    lostNotifications: results.reduce((sum, result) => sum + result.lostNotifications, 0),
+    corrupted: results.reduce((sum, result) => sum + result.corrupted, 0),
+  };
+}
+
 /**
- * Runs every variant `runs` times for `durationMs` each.
+ * Runs every variant and the `raw` baseline `runs` times for `durationMs` each, interleaved,
+ * then counts the device's allocations per variant (`allocationPackets` packets each).
  *
  * @param {{ runs: number, durationMs: number, barrierPolicy: string,
+ *   allocationPackets?: number, allocationVariants?: string[],
  *   progress: (line: string) => void }} options
- * @returns {Promise<object>} `{ runs, durationMs, barrierPolicy, variants: [...] }`, or
- *   `{ skipped }` when the demo is not available.
+ * @returns {Promise<object>} `{ runs, durationMs, barrierPolicy, variants: [...], raw,
+ *   attrsOverRaw, allocation }`, or `{ skipped }` when the demo is not available. `variants`
+ *   holds `MACRO_VARIANTS`' rows, `raw` the baseline's (same shape); `attrsOverRaw` is attrs'
+ *   packets per CPU-second over raw's, per round (median, min, max) and its goal.
  */
-export async function runMacro({ runs, durationMs, barrierPolicy, progress }) {
+export async function runMacro({
+  runs,
+  durationMs,
+  barrierPolicy,
+  allocationPackets = 1e6,
+  allocationVariants = VIRTIO_ALLOCATION_VARIANTS,
+  progress,
+}) {
   let runVariant;
   try {
     ({ runVariant } = await import('../examples/virtio/virtqueue.mjs'));
@@ -42,9 +86,10 @@ export async function runMacro({ runs, durationMs, barrierPolicy, progress }) {
     progress(`macro: skipped, ${reason}`);
     return { skipped: reason };
   }
-  const perVariant = new Map(MACRO_VARIANTS.map((variant) => [variant, []]));
+  const order = [...MACRO_VARIANTS, MACRO_BASELINE];
+  const perVariant = new Map(order.map((variant) => [variant, []]));
   for (let run = 0; run < runs; run++) {
-    for (const variant of MACRO_VARIANTS) {
+    for (const variant of order) {
       const result = await runVariant({ variant, durationMs, barrierPolicy });
       perVariant.get(variant).push(result);
       progress(
@@ -52,26 +97,34 @@ export async function runMacro({ runs, durationMs, barrierPolicy, progress }) {
       );
     }
   }
-  let resolvedPolicy = barrierPolicy;
-  const variants = MACRO_VARIANTS.map((variant) => {
-    const results = perVariant.get(variant);
-    resolvedPolicy = results[0]?.barrierPolicy ?? resolvedPolicy;
-    return {
-      variant,
-      runs: results.map((result) => ({
-        packets: result.packets,
-        seconds: result.seconds,
-        cpuSeconds: result.cpuSeconds,
-        packetsPerSecond: result.packetsPerSecond,
-        packetsPerCpuSecond: result.packetsPerCpuSecond,
-        lostNotifications: result.lostNotifications,
-        corrupted: result.corrupted,
-      })),
-      packetsPerSecond: spread(results.map((result) => result.packetsPerSecond)),
-      packetsPerCpuSecond: spread(results.map((result) => result.packetsPerCpuSecond)),
-      lostNotifications: results.reduce((sum, result) => sum + result.lostNotifications, 0),
-      corrupted: results.reduce((sum, result) => sum + result.corrupted, 0),
-    };
+  const resolvedPolicy = perVariant.get('attrs')[0]?.barrierPolicy ?? barrierPolicy;
+  const variants = MACRO_VARIANTS.map((variant) => row(variant, perVariant.get(variant)));
+  const raw = row(MACRO_BASELINE, perVariant.get(MACRO_BASELINE));
+  // Per round: attrs and raw ran one after the other, so they saw about the same load.
+  const rawRuns = perVariant.get(MACRO_BASELINE);
+  const ratios = perVariant
+    .get('attrs')
+    .map(
+      (result, index) => result.packetsPerCpuSecond / (rawRuns[index]?.packetsPerCpuSecond || 1),
+    );
+  const ratio = spread(ratios);
+  const attrsOverRaw = {
+    ...ratio,
+    goal: ATTRS_OVER_RAW_GOAL,
+    met: ratio.median >= ATTRS_OVER_RAW_GOAL,
+  };
+  const allocation = await runVirtioAllocation({
+    packets: allocationPackets,
+    variants: allocationVariants,
+    progress,
   });
-  return { runs, durationMs, barrierPolicy: resolvedPolicy, variants };
+  return {
+    runs,
+    durationMs,
+    barrierPolicy: resolvedPolicy,
+    variants,
+    raw,
+    attrsOverRaw,
+    allocation,
+  };
 }

@@ -1,57 +1,69 @@
 /**
  * The device side of the virtio demo.
  *
- * It pops requests from the available ring, reads each request's two-descriptor chain and
- * request payload (READ), checks the payload's checksum and sequence number, writes a
- * response payload and a used element (WRITE), publishes the used index, and interrupts the
- * driver when `vring_need_event(used_event, ...)` says so. When it runs out of work it
- * publishes `avail_event` and re-checks the available index before sleeping: both of those
- * "publish my index, then read the other side's" steps need a full barrier.
+ * The loop serves what the driver made available, decides whether to interrupt the driver
+ * (`vring_need_event(used_event, ...)`), and when it runs out of work asks for a kick
+ * (publishes `avail_event`) and looks at the available index once more before sleeping: both
+ * of those "publish my index, then read the other side's" steps need a full barrier. The ring
+ * accesses are the variant's ring:
+ *
+ * - `attrs`, `attrs-no-full`: the library's `SplitVirtqueue` (queue-ring.mjs);
+ * - `legacy`, `relaxed`: the demo's own hand-written ring on a `DMAContext`
+ *   (hand-written-ring.mjs);
+ * - `raw`: the same device on plain typed arrays and `Atomics`, no library (raw-ring.mjs).
+ *
+ * A ring has `serve()` (serve what is available, publish `used.idx`; returns how many),
+ * `needsInterrupt()`, `enableKicks()` (publish `avail_event`, full barrier, look again: true
+ * when work arrived), `disableKicks()`, and the counts `availTotal`, `usedTotal`,
+ * `corrupted`, `nextAvail`, `broken`. This loop owns everything else: the doorbell, the
+ * spinning, the watchdog that counts lost kicks, the progress reports.
  *
  * Environment-neutral: no Node built-in. The loop is a generator that yields where it would
  * sleep, so that a worker (Node's device.mjs, the browser's device-worker.mjs) blocks on the
  * doorbell there with `runDevice`, and a single thread can interleave it with the driver
  * (single-thread.mjs).
  */
-import { DMAAttributes, DMAContext, GuestMemory } from 'dma-attrs';
-import {
-  DMADirection,
-  dmaBarrier,
-  dmaMemoryMap,
-  dmaMemoryRead,
-  dmaMemoryWrite,
-} from 'dma-attrs/legacy';
+import { DMAContext, GuestMemory } from 'dma-attrs';
+import { handWrittenRing } from './hand-written-ring.mjs';
 import {
   AVAIL_DECIDED,
-  AVAIL_ENTRIES,
-  AVAIL_EVENT,
   AVAIL_IDX,
-  AVAIL_RING,
-  BUFFERS,
-  DESC_SIZE,
-  DESC_TABLE,
   DONE,
   DROP_INTERRUPTS,
   IRQ,
   KICK,
-  PAYLOAD_SIZE,
-  QUEUE_SIZE,
-  REQUEST_SLOTS,
-  RESPONSE_SALT,
   USED_DECIDED,
-  USED_ENTRIES,
-  USED_EVENT,
-  USED_IDX,
-  USED_RING,
-  VRING_DESC_F_NEXT,
-  VRING_DESC_F_WRITE,
+  VARIANTS,
   drive,
-  fillPayload,
-  hasFullBarrier,
-  needEvent,
-  verifyPayload,
   waitForGo,
 } from './protocol.mjs';
+import { queueRing } from './queue-ring.mjs';
+import { rawRing } from './raw-ring.mjs';
+
+/**
+ * The device ring of a variant.
+ *
+ * @param {GuestMemory} memory
+ * @param {string} variant one of `VARIANTS`.
+ * @param {{ plainIndexStores?: boolean }} [options] see `queueRing`.
+ * @returns {object} the ring (see the module's comment).
+ */
+export function deviceRing(memory, variant, options = {}) {
+  switch (variant) {
+    case 'attrs':
+    case 'attrs-no-full':
+      return queueRing(memory, variant, options);
+    case 'legacy':
+    case 'relaxed':
+      return handWrittenRing(memory, variant);
+    case 'raw':
+      return rawRing(memory);
+    default:
+      throw new TypeError(
+        `unknown variant ${JSON.stringify(variant)}; expected ${VARIANTS.join(', ')}`,
+      );
+  }
+}
 
 /**
  * The device's loop, from `GO` until the driver sets `DONE`.
@@ -60,7 +72,8 @@ import {
  * @param {GuestMemory} [options.memory] the guest memory (or give `handle`).
  * @param {object} [options.handle] `memory.handle()`, for a memory made in another thread.
  * @param {SharedArrayBuffer | ArrayBuffer} options.doorbell the doorbell words.
- * @param {'legacy' | 'attrs' | 'attrs-no-full' | 'relaxed'} options.variant
+ * @param {'legacy' | 'attrs' | 'attrs-no-full' | 'relaxed' | 'raw'} options.variant
+ * @param {boolean} [options.plainIndexStores] test hook for `attrs`: see `queueRing`.
  * @param {number} [options.spinLimit] doorbell polls before each sleep (default 2000).
  * @param {(counts: object) => void} [options.report] given the counts so far, every `reportMs`.
  * @param {number} [options.reportMs] default 100.
@@ -69,179 +82,13 @@ import {
  */
 export function* deviceLoop(options) {
   const { doorbell, variant, spinLimit = 2000, report } = options;
-  const { reportMs = 100 } = options;
+  const { reportMs = 100, plainIndexStores = false } = options;
   const memory = options.memory ?? GuestMemory.fromHandle(options.handle);
-  const ctx = new DMAContext(memory);
   const door = new Int32Array(doorbell);
-  const { READ, WRITE, RELAXED } = DMAAttributes;
-  const legacy = variant === 'legacy';
-  const relaxed = variant === 'relaxed';
-  const full = hasFullBarrier(variant);
-  /** Attributes of the ring-index and event-index accesses. */
-  const readIndex = relaxed ? READ | RELAXED : READ;
+  const ring = deviceRing(memory, variant, { plainIndexStores });
+  // The watchdog's own look at the ring: ordered, whatever the variant.
+  const watchdogCtx = new DMAContext(memory);
 
-  // The 2012 device model accessed the rings with plain CPU loads and stores (QEMU's
-  // lduw_phys/stw_phys) and put a full barrier before each; here: a mapped view of each ring
-  // (dmaMemoryMap issues no barrier) and dmaBarrier() before every access through it.
-  //
-  // The other variants publish their indices (used.idx, avail_event) through a RELAXED mapped
-  // view too, after the barrier the WRITE attribute implies: `ctx.barrier('release')` (none in
-  // `relaxed`), then a plain aligned Uint16Array store. That is exactly what WRITE promises,
-  // release and no more. `ctx.writeU16LE(addr, v, WRITE)` would be an `Atomics.store`, which V8
-  // compiles to `xchg` on x64: a full fence, stronger than WRITE promises, that happens to close
-  // the store→load race this demo is about, so `attrs-no-full` would show nothing on x64 while
-  // staying wrong by contract. A RELAXED `writeU16LE` is a DataView store, which unoptimized V8
-  // code may perform byte by byte: an index could tear, so the demo uses a Uint16Array element
-  // store, one aligned 16-bit store, instead (host byte order: little-endian, as the driver
-  // assumes too).
-  // The release barrier emits nothing under `tso` (the default `auto` on x64) and a `lock xadd`
-  // under `strict`; either way it comes before the store, so it cannot keep the store from
-  // waiting in the store buffer while the load that follows it reads the other side's event
-  // index. Only `barrier('full')` between the two does (measured: docs/memory-model.md).
-  let availWords;
-  let usedWords;
-  if (legacy) {
-    const avail = dmaMemoryMap(
-      ctx,
-      AVAIL_RING,
-      USED_EVENT + 2 - AVAIL_RING,
-      DMADirection.TO_DEVICE,
-    );
-    const used = dmaMemoryMap(
-      ctx,
-      USED_RING,
-      AVAIL_EVENT + 2 - USED_RING,
-      DMADirection.FROM_DEVICE,
-    );
-    availWords = new Uint16Array(avail.buffer, avail.byteOffset, avail.length >> 1);
-    usedWords = new Uint16Array(used.buffer, used.byteOffset, used.length >> 1);
-  } else {
-    // Mapped once for the whole run: a RELAXED map issues no barrier.
-    const used = ctx.map(USED_RING, AVAIL_EVENT + 2 - USED_RING, WRITE | RELAXED);
-    usedWords = new Uint16Array(used.buffer, used.byteOffset, used.length >> 1);
-  }
-
-  function readAvailIdx() {
-    if (legacy) {
-      dmaBarrier(ctx, DMADirection.TO_DEVICE);
-      return availWords[(AVAIL_IDX - AVAIL_RING) >> 1];
-    }
-    return ctx.readU16LE(AVAIL_IDX, readIndex);
-  }
-
-  function readUsedEvent() {
-    if (legacy) {
-      dmaBarrier(ctx, DMADirection.TO_DEVICE);
-      return availWords[(USED_EVENT - AVAIL_RING) >> 1];
-    }
-    return ctx.readU16LE(USED_EVENT, readIndex);
-  }
-
-  function readAvailEntry(index) {
-    if (legacy) {
-      dmaBarrier(ctx, DMADirection.TO_DEVICE);
-      return availWords[(AVAIL_ENTRIES - AVAIL_RING + 2 * index) >> 1];
-    }
-    return ctx.readU16LE(AVAIL_ENTRIES + 2 * index, readIndex);
-  }
-
-  /** Publishes an index in the used-ring area: a plain store after the variant's barrier. */
-  function publishIndex(addr, value) {
-    if (legacy) dmaBarrier(ctx, DMADirection.FROM_DEVICE);
-    else if (!relaxed) ctx.barrier('release'); // what WRITE implies; see the view's comment
-    usedWords[(addr - USED_RING) >> 1] = value;
-  }
-
-  function writeUsedIdx(value) {
-    publishIndex(USED_IDX, value);
-  }
-
-  function writeAvailEvent(value) {
-    publishIndex(AVAIL_EVENT, value);
-  }
-
-  /** virtio_mb(): between publishing an index and reading the other side's event index. */
-  function fullBarrier() {
-    if (legacy) dmaBarrier(ctx, DMADirection.FROM_DEVICE);
-    else if (full) ctx.barrier('full');
-  }
-
-  // Buffers reused for every request: no allocation per packet.
-  const desc = new Uint8Array(DESC_SIZE);
-  const descView = new DataView(desc.buffer);
-  const payload = new Uint8Array(PAYLOAD_SIZE);
-  const used = new Uint8Array(8);
-  const usedView = new DataView(used.buffer);
-  const descAttrs = relaxed ? READ | RELAXED : READ;
-  // The payload read is ordered by the acquire after the descriptor read; the response and
-  // used element are published by the release before the used-index store.
-  const payloadReadAttrs = READ | RELAXED;
-  const payloadWriteAttrs = WRITE | RELAXED;
-
-  function readDesc(index) {
-    const addr = DESC_TABLE + DESC_SIZE * index;
-    if (legacy) dmaMemoryRead(ctx, addr, desc, DESC_SIZE);
-    else ctx.read(addr, desc, descAttrs);
-    return {
-      addr: Number(descView.getBigUint64(0, true)),
-      len: descView.getUint32(8, true),
-      flags: descView.getUint16(12, true),
-      next: descView.getUint16(14, true),
-    };
-  }
-
-  function validBuffer(d, flags) {
-    return (
-      d.len === PAYLOAD_SIZE &&
-      d.flags === flags &&
-      d.addr >= BUFFERS &&
-      d.addr + PAYLOAD_SIZE <= BUFFERS + REQUEST_SLOTS * 2 * PAYLOAD_SIZE
-    );
-  }
-
-  let corrupted = 0;
-  let expectedSeq = 0;
-
-  /** Serves one request: returns the bytes written to its response buffer (0 when corrupted). */
-  function serve(head) {
-    if (head >= QUEUE_SIZE) {
-      corrupted++;
-      return 0;
-    }
-    const out = readDesc(head);
-    if (!validBuffer(out, VRING_DESC_F_NEXT) || out.next >= QUEUE_SIZE) {
-      corrupted++;
-      return 0;
-    }
-    const inDesc = readDesc(out.next);
-    if (!validBuffer(inDesc, VRING_DESC_F_WRITE)) {
-      corrupted++;
-      return 0;
-    }
-    if (legacy) dmaMemoryRead(ctx, out.addr, payload, PAYLOAD_SIZE);
-    else ctx.read(out.addr, payload, payloadReadAttrs);
-    const seq = verifyPayload(payload, 0);
-    // Requests are published in sequence order: a stale or torn request fails one check or the other.
-    if (seq < 0 || seq !== expectedSeq) corrupted++;
-    expectedSeq = (seq < 0 ? expectedSeq : seq) + 1;
-    fillPayload(payload, 0, seq < 0 ? 0xffffffff : seq, RESPONSE_SALT);
-    if (legacy) dmaMemoryWrite(ctx, inDesc.addr, payload, PAYLOAD_SIZE);
-    else ctx.write(inDesc.addr, payload, payloadWriteAttrs);
-    return PAYLOAD_SIZE;
-  }
-
-  function writeUsedElem(slot, id, len) {
-    usedView.setUint32(0, id, true);
-    usedView.setUint32(4, len, true);
-    const addr = USED_ENTRIES + 8 * slot;
-    if (legacy) dmaMemoryWrite(ctx, addr, used, 8);
-    else ctx.write(addr, used, payloadWriteAttrs);
-  }
-
-  let lastAvail = 0; // u16: the next avail ring index to serve
-  let availTotal = 0; // requests served, as a plain count
-  let usedIdx = 0; // u16
-  let usedTotal = 0;
   let interrupts = 0;
   let droppedInterrupts = 0;
   let lostKicks = 0;
@@ -252,8 +99,10 @@ export function* deviceLoop(options) {
   function counts() {
     return {
       role: 'device',
-      served: availTotal,
-      corrupted,
+      ring: ring.name,
+      served: ring.availTotal,
+      corrupted: ring.corrupted,
+      broken: ring.broken,
       interrupts,
       droppedInterrupts,
       lostKicks,
@@ -284,63 +133,39 @@ export function* deviceLoop(options) {
         report(counts());
       }
     }
-    let avail = readAvailIdx();
-    if (avail === lastAvail) {
-      if (Atomics.load(door, DONE) !== 0) break;
-      // Ask for a kick when the driver publishes entry `lastAvail`, then look again: the
-      // driver may have published before it could see the new avail_event. Store, then load:
-      // only a full barrier keeps the load from being satisfied before the store is visible.
-      writeAvailEvent(lastAvail);
-      fullBarrier();
-      avail = readAvailIdx();
-      if (avail === lastAvail) {
-        // Spin on the doorbell a little before sleeping, as an adaptive futex does: a kick
-        // then costs a cache-line transfer, not a wake-up. Only the doorbell is watched, never
-        // the ring, so a kick that is never sent still stalls the device until the watchdog.
-        for (let spin = 0; spin < spinLimit && Atomics.load(door, KICK) === kickSeen; spin++);
-        yield kickSeen;
-        const kickNow = Atomics.load(door, KICK);
-        if (kickNow !== kickSeen) {
-          kickSeen = kickNow;
-          continue;
-        }
-        // The watchdog: no kick. Look again, ordered whatever the variant; if work is pending
-        // that the driver has finished deciding about, the kick for it was lost.
-        watchdogWakeups++;
-        const decided = Atomics.load(door, AVAIL_DECIDED);
-        if (Atomics.load(door, KICK) !== kickSeen) continue;
-        memory.barrier('full');
-        avail = ctx.readU16LE(AVAIL_IDX);
-        const pending = (avail - lastAvail) & 0xffff;
-        if (pending !== 0 && decided - (availTotal + pending) >= 0) {
-          lostKicks++;
-          firstLostAt ??= availTotal;
-        }
-        continue;
-      }
-    }
-    let pending = (avail - lastAvail) & 0xffff;
-    if (pending > QUEUE_SIZE) {
-      // A torn or stale index: not something a ring can hold. Count it and read again.
-      corrupted++;
+    if (ring.serve() > 0) {
+      // The ring published used.idx; now it reads used_event: the store→load pair that
+      // needs `full`. Nothing that fences (no Atomics bookkeeping) sits between the two.
+      if (ring.needsInterrupt()) interrupt();
+      Atomics.store(door, USED_DECIDED, ring.usedTotal);
       continue;
     }
-    const oldUsed = usedIdx;
-    for (; pending > 0; pending--) {
-      const head = readAvailEntry(lastAvail & (QUEUE_SIZE - 1));
-      const len = serve(head);
-      writeUsedElem(usedIdx & (QUEUE_SIZE - 1), head, len);
-      lastAvail = (lastAvail + 1) & 0xffff;
-      availTotal++;
-      usedIdx = (usedIdx + 1) & 0xffff;
-      usedTotal++;
+    if (ring.broken || Atomics.load(door, DONE) !== 0) break;
+    // Ask for a kick when the driver publishes entry `nextAvail`, then look again: the
+    // driver may have published before it could see the new avail_event.
+    if (ring.enableKicks()) continue;
+    // Spin on the doorbell a little before sleeping, as an adaptive futex does: a kick then
+    // costs a cache-line transfer, not a wake-up. Only the doorbell is watched, never the
+    // ring, so a kick that is never sent still stalls the device until the watchdog.
+    for (let spin = 0; spin < spinLimit && Atomics.load(door, KICK) === kickSeen; spin++);
+    yield kickSeen;
+    const kickNow = Atomics.load(door, KICK);
+    if (kickNow !== kickSeen) {
+      kickSeen = kickNow;
+      ring.disableKicks();
+      continue;
     }
-    // WRITE: the release before the store publishes the used elements and responses first.
-    writeUsedIdx(usedIdx);
-    // Publish, then read the driver's used_event: the store→load pair that needs `full`.
-    fullBarrier();
-    if (needEvent(readUsedEvent(), usedIdx, oldUsed)) interrupt();
-    Atomics.store(door, USED_DECIDED, usedTotal);
+    // The watchdog: no kick. Look again, ordered whatever the variant; if work is pending
+    // that the driver has finished deciding about, the kick for it was lost.
+    watchdogWakeups++;
+    const decided = Atomics.load(door, AVAIL_DECIDED);
+    if (Atomics.load(door, KICK) !== kickSeen) continue;
+    memory.barrier('full');
+    const pending = (watchdogCtx.readU16LE(AVAIL_IDX) - ring.nextAvail) & 0xffff;
+    if (pending !== 0 && decided - (ring.availTotal + pending) >= 0) {
+      lostKicks++;
+      firstLostAt ??= ring.availTotal;
+    }
   }
   return counts();
 }

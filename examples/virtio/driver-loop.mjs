@@ -57,7 +57,7 @@ const DRAIN_LIMIT_MS = 3000;
  * @param {GuestMemory} [options.memory] the guest memory (or give `handle`).
  * @param {object} [options.handle] `memory.handle()`, for a memory made in another thread.
  * @param {SharedArrayBuffer | ArrayBuffer} options.doorbell the doorbell words.
- * @param {'legacy' | 'attrs' | 'attrs-no-full' | 'relaxed'} options.variant
+ * @param {'legacy' | 'attrs' | 'attrs-no-full' | 'relaxed' | 'raw'} options.variant
  * @param {number} [options.maxInFlight] requests in flight at most (default 4).
  * @param {number} [options.batch] requests published at a time (default 1).
  * @param {number} [options.spinLimit] doorbell polls before each sleep (default 2000).

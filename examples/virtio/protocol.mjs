@@ -10,7 +10,16 @@
  */
 
 /** The variants, in the order `npm run demo` runs them. */
-export const VARIANTS = ['legacy', 'attrs', 'attrs-no-full', 'relaxed'];
+export const VARIANTS = ['legacy', 'attrs', 'attrs-no-full', 'relaxed', 'raw'];
+
+/** What each variant's device is, in a line (the demo's tables). */
+export const DESCRIPTIONS = {
+  legacy: 'hand-written ring on dma-attrs/legacy: a full barrier before every access',
+  attrs: "SplitVirtqueue (dma-attrs/virtio), barrier('full') where virtio needs virtio_mb()",
+  'attrs-no-full': "SplitVirtqueue without barrier('full'), index stores plain: the bug",
+  relaxed: 'hand-written ring, every access RELAXED, no barrier',
+  raw: 'hand-written ring on typed arrays and Atomics, correct barriers: no library',
+};
 
 // ---- The guest-physical layout -------------------------------------------------------------
 
@@ -127,7 +136,20 @@ export function needEvent(eventIdx, newIdx, oldIdx) {
 
 /** Whether the variant issues `barrier('full')` (`virtio_mb()`) where virtio requires it. */
 export function hasFullBarrier(variant) {
-  return variant === 'legacy' || variant === 'attrs';
+  return variant === 'legacy' || variant === 'attrs' || variant === 'raw';
+}
+
+/**
+ * The device's work on one request, the same in every variant: checks the request in
+ * `payload` (its checksum; a corrupted one gives -1) and overwrites it with the response.
+ *
+ * @param {Uint8Array} payload `PAYLOAD_SIZE` bytes: the request in, the response out.
+ * @returns {number} the request's sequence number, or -1 when its checksum fails.
+ */
+export function respond(payload) {
+  const seq = verifyPayload(payload, 0);
+  fillPayload(payload, 0, seq < 0 ? 0xffffffff : seq, RESPONSE_SALT);
+  return seq;
 }
 
 // ---- Driving a side's loop -----------------------------------------------------------------
@@ -175,6 +197,7 @@ export function summarize(device, driver, seconds) {
   const firstLoss = Math.min(device.firstLostAt ?? Infinity, driver.firstLostAt ?? Infinity);
   return {
     seconds,
+    ring: device.ring,
     packets: driver.completed,
     lostNotifications: device.lostKicks + driver.lostInterrupts,
     lostKicks: device.lostKicks,

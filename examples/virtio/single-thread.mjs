@@ -16,7 +16,7 @@ import { DOORBELL_WORDS, GO, MEMORY_SIZE, VARIANTS, summarize } from './protocol
  * it gives the event loop a turn (a page stays responsive and can show `report`'s progress).
  *
  * @param {object} options
- * @param {'legacy' | 'attrs' | 'attrs-no-full' | 'relaxed'} options.variant
+ * @param {'legacy' | 'attrs' | 'attrs-no-full' | 'relaxed' | 'raw'} options.variant
  * @param {number} [options.seconds] how long the driver submits requests (default 2).
  * @param {(result: object) => void} [options.report] given the result so far, every `reportMs`.
  * @param {number} [options.reportMs] default 100.

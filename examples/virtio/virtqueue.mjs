@@ -8,25 +8,32 @@
  * `vring_need_event`) is in protocol.mjs, re-exported here; the browser demo (examples/web)
  * uses protocol.mjs and the loops, never this module.
  *
- * Variants differ only in how the two sides order their accesses:
+ * Variants differ in the device's ring code and in how the two sides order their accesses:
  *
- * - `legacy`: the device uses `dma-attrs/legacy`, a full barrier before every access;
- * - `attrs`: the attributes API as intended, plus `barrier('full')` between publishing an
- *   index and reading the other side's event index (virtio's `virtio_mb()`);
- * - `attrs-no-full`: the same without those full barriers: the bug;
- * - `relaxed`: every access RELAXED, no barrier at all.
+ * - `legacy`: the demo's hand-written ring on `dma-attrs/legacy`, a full barrier before every
+ *   access;
+ * - `attrs`: the library's `SplitVirtqueue` (dma-attrs/virtio), whose orderings include
+ *   `barrier('full')` between publishing an index and reading the other side's event index
+ *   (virtio's `virtio_mb()`);
+ * - `attrs-no-full`: the same `SplitVirtqueue` on a context that skips those full barriers and
+ *   stores the indices plainly (queue-ring.mjs): the bug;
+ * - `relaxed`: the hand-written ring, every access RELAXED, no barrier at all;
+ * - `raw`: the same device hand-written on typed arrays and `Atomics` with correct barriers,
+ *   no library: what `SplitVirtqueue` is measured against.
  *
  * The guest driver follows the same discipline as the device in each variant: its
  * `virtio_wmb()`, `virtio_rmb()` and `virtio_mb()` are `memory.barrier('release' | 'acquire' |
  * 'full')`, what an emulated `SFENCE`/`LFENCE`/`MFENCE` would issue, and `attrs-no-full` lacks
  * the `virtio_mb()` just as the device lacks `barrier('full')`.
  *
- * Both sides publish their indices with plain 16-bit stores after the barrier their variant
- * implies (release, or nothing in `relaxed`), never with an `Atomics.store`: on x64 that is an
- * `xchg`, a full fence, and it would hide the very store→load reordering `attrs-no-full` is
- * there to show (see device-loop.mjs). Nothing that fences (no `Atomics` store or read-modify-write)
- * sits between publishing an index and reading the other side's event index; the bookkeeping
- * below (`AVAIL_DECIDED`, `USED_DECIDED`, kicks, interrupts) comes after the decision.
+ * The driver, and the devices of `legacy`, `attrs-no-full` and `relaxed`, publish their indices
+ * with plain 16-bit stores after the barrier their variant implies (release, or nothing in
+ * `relaxed`), never with an `Atomics.store`: on x64 that is an `xchg`, a full fence, and it
+ * would hide the very store→load reordering `attrs-no-full` is there to show. (`attrs` and
+ * `raw` do use `Atomics.store`, as the library and a careful author do; their full barriers
+ * are there too.) Nothing that fences (no `Atomics` store or read-modify-write) sits between
+ * publishing an index and reading the other side's event index; the bookkeeping below
+ * (`AVAIL_DECIDED`, `USED_DECIDED`, kicks, interrupts) comes after the decision.
  *
  * Notifications live outside guest memory, in a small "doorbell" SharedArrayBuffer: a kick
  * is `Atomics.add` + `Atomics.notify` on the kick word, an interrupt the same on the
@@ -61,7 +68,7 @@ export { allowedCpus, pinThisThread } from './pin.mjs';
  * Runs one variant: a driver worker and a device worker on one shared guest memory.
  *
  * @param {object} options
- * @param {'legacy' | 'attrs' | 'attrs-no-full' | 'relaxed'} options.variant
+ * @param {'legacy' | 'attrs' | 'attrs-no-full' | 'relaxed' | 'raw'} options.variant
  * @param {number} [options.durationMs] how long the driver submits requests (default 2000).
  * @param {'strict' | 'tso' | 'auto'} [options.barrierPolicy] the guest memory's policy ('auto').
  * @param {number} [options.watchdogMs] the bound of every `Atomics.wait` (default 2): how long a
@@ -71,6 +78,9 @@ export { allowedCpus, pinThisThread } from './pin.mjs';
  * @param {number} [options.maxInFlight] requests the driver keeps in flight at most (default 4).
  * @param {number} [options.batch] requests the driver publishes at a time (default 1).
  * @param {number} [options.spinLimit] doorbell polls before each sleep (default 2000).
+ * @param {boolean} [options.plainIndexStores] test hook for `attrs`: the device's
+ *   `SplitVirtqueue` stores its indices as `attrs-no-full` does, full barriers kept (default
+ *   false; see queue-ring.mjs).
  * @param {boolean} [options.pin] pin the device and the driver to two different CPUs (default
  *   true; ignored unless the process may run on two CPUs or more); see `pinThisThread`.
  * @returns {Promise<object>} the counts; see the `return` statement.
@@ -86,6 +96,7 @@ export async function runVariant(options) {
     maxInFlight = 4,
     batch = 1,
     spinLimit = 2000,
+    plainIndexStores = false,
     pin = true,
   } = options;
   if (!VARIANTS.includes(variant)) {
@@ -106,6 +117,7 @@ export async function runVariant(options) {
     maxInFlight: Math.max(1, Math.min(REQUEST_SLOTS, maxInFlight)),
     batch: Math.max(1, batch),
     spinLimit,
+    plainIndexStores,
     pin,
   };
   const cpus = pin ? allowedCpus() : [];

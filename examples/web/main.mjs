@@ -8,6 +8,7 @@
 /* global window, document, Worker, setInterval, clearInterval */
 import { GuestMemory } from 'dma-attrs';
 import {
+  DESCRIPTIONS,
   DOORBELL_WORDS,
   GO,
   IRQ,
@@ -17,13 +18,6 @@ import {
   summarize,
 } from '../virtio/protocol.mjs';
 import { runSingleThread } from '../virtio/single-thread.mjs';
-
-const DESCRIPTIONS = {
-  legacy: 'dma-attrs/legacy: a full barrier before every access',
-  attrs: "attributes API, barrier('full') where virtio needs virtio_mb()",
-  'attrs-no-full': "attributes API without barrier('full'): the bug",
-  relaxed: 'every access RELAXED, no barrier',
-};
 
 const isolated = globalThis.crossOriginIsolated === true && typeof SharedArrayBuffer === 'function';
 
