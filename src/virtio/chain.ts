@@ -5,7 +5,7 @@
  * @module
  */
 import { DMAAttributes } from '../attributes.js';
-import type { DMAContext } from '../context.js';
+import { transferKnownLength, type DMAContext } from '../context.js';
 import { DMAFault } from '../errors.js';
 import { bufferLength, checkLength, invalidArgument } from '../internal/check.js';
 import { fixedView } from '../internal/intrinsics.js';
@@ -25,6 +25,8 @@ export interface VirtqDescriptor {
 }
 
 const RELAXED = DMAAttributes.RELAXED;
+const FROM_GUEST = DMAAttributes.READ | RELAXED;
+const TO_GUEST = DMAAttributes.WRITE | RELAXED;
 const CREATE = Symbol('DescriptorChain');
 
 /**
@@ -211,8 +213,13 @@ export class DescriptorChain {
     const end = toGuest ? this.#count : this.#firstWritable;
     const addrs = this.#addrs;
     const lengths = this.#lengths;
+    // The first range in locals: a copy that one buffer covers (the common case) is one
+    // known-length transfer, without the list or the general path.
+    let firstAddr = 0;
+    let firstTake = 0;
+    let more = false;
     const ranges = this.#ranges;
-    ranges.length = 0;
+    let listed = 0;
     let skip = offset;
     let left = count;
     let first = -1;
@@ -222,15 +229,39 @@ export class DescriptorChain {
         skip -= bufferLength;
         continue;
       }
-      if (first < 0) first = at;
       const take = Math.min(bufferLength - skip, left);
-      ranges.push((addrs[at] as number) + skip, take);
+      if (first < 0) {
+        first = at;
+        firstAddr = (addrs[at] as number) + skip;
+        firstTake = take;
+      } else {
+        if (!more) {
+          more = true;
+          // Refilled by index and cut to length after: `length = 0` would drop the list's
+          // storage in V8, and make the next push allocate it again.
+          ranges[0] = firstAddr;
+          ranges[1] = firstTake;
+          listed = 2;
+        }
+        ranges[listed++] = (addrs[at] as number) + skip;
+        ranges[listed++] = take;
+      }
       skip = 0;
       left -= take;
     }
-    const view = count === length ? buf : fixedView(buf, 0, count);
     try {
-      this.#context.vector(ranges, count, view, RELAXED, toGuest);
+      if (!more) {
+        transferKnownLength(this.#context, firstAddr, buf, count, toGuest ? TO_GUEST : FROM_GUEST);
+      } else {
+        ranges.length = listed;
+        this.#context.vector(
+          ranges,
+          count,
+          count === length ? buf : fixedView(buf, 0, count),
+          RELAXED,
+          toGuest,
+        );
+      }
     } catch (error) {
       throw error instanceof DMAFault ? this.#named(error, first) : error;
     }
