@@ -11,7 +11,8 @@
  * Options: --quick (under 30 s), --json (one JSON object on stdout), --svg PATH (write the
  * chart there too), --filter REGEX (micro benchmarks and allocation kinds by name),
  * --runs N and --seconds S (macro repetitions and seconds per run), --no-macro, --codemod /
- * --no-codemod (the codemod benchmark in a child process; on by default without --quick).
+ * --no-codemod (the codemod benchmark in a child process; on by default without --quick),
+ * --help (the options, from the one table below).
  *
  * Progress goes to stderr, so `--json > out.json` stays clean. A full run from a source
  * checkout also writes docs/performance.svg; --quick never touches docs/.
@@ -21,8 +22,10 @@ import { existsSync, mkdirSync, realpathSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { parseArgs } from 'node:util';
 import v8 from 'node:v8';
 import vm from 'node:vm';
+import { DMAError } from 'dma-attrs';
 import { runAllocation } from './alloc.mjs';
 import { computeBudgets, formatBudgetValue, formatLimit } from './budgets.mjs';
 import { renderChart } from './chart.mjs';
@@ -31,87 +34,180 @@ import { formatNs, LEGACY_PAIRS, microBenchmarks, runMicro } from './micro.mjs';
 
 const PACKAGE_ROOT = fileURLToPath(new URL('..', import.meta.url));
 
-const USAGE = `Usage: dma-attrs bench [--quick] [--json] [--svg PATH] [--filter REGEX]
-                       [--runs N] [--seconds S] [--no-macro] [--codemod | --no-codemod]
+/**
+ * The command's one option table: the parser and `--help` are both made from it, with the
+ * conventions of `dma-attrs migrate` and `dma-attrs litmus` (src/internal/args.ts, which is not
+ * reachable from here: this file also runs from a checkout as `node bench/index.mjs`).
+ */
+const BENCH = {
+  name: 'dma-attrs bench',
+  synopsis: '[options]',
+  description: `Measures every accessor beside hand-written TypedArray code (micro), the virtio ring
+between two workers (macro) and GC events per kind of access (allocation), and checks every
+performance budget. Progress goes to stderr.
+`,
+  options: [
+    {
+      name: 'quick',
+      description: 'fewer iterations and one short macro run per variant: under 30 s',
+    },
+    {
+      name: 'json',
+      description: 'print one JSON object (results, budgets, CPU model, Node version, load)',
+    },
+    {
+      name: 'svg',
+      value: 'PATH',
+      description: 'also write the chart (cost per access by size and strength) to PATH',
+    },
+    {
+      name: 'filter',
+      value: 'RE',
+      description: 'only the micro benchmarks and allocation kinds whose name matches RE',
+    },
+    { name: 'runs', value: 'N', description: 'macro runs per variant (default 5; 1 with --quick)' },
+    {
+      name: 'seconds',
+      value: 'S',
+      description: 'seconds per macro run (default 2; 1 with --quick)',
+    },
+    { name: 'no-macro', description: 'skip the virtio macro benchmark' },
+    { name: 'codemod', description: 'run the codemod benchmark (default without --quick)' },
+    { name: 'no-codemod', description: 'skip the codemod benchmark' },
+    { name: 'help', short: 'h', description: 'show this help' },
+  ],
+  footer:
+    'Exit status: 0 when it ran (missed budgets are reported, not failed), 1 when mitata is\nmissing, 2 on bad usage.\n',
+};
 
-  --quick       fewer iterations and one short macro run per variant: under 30 s
-  --json        print one JSON object (results, budgets, CPU model, Node version, load)
-  --svg PATH    also write the chart (cost per access by size and strength) to PATH
-  --filter RE   only the micro benchmarks and allocation kinds whose name matches RE
-  --runs N      macro runs per variant (default 5; 1 with --quick)
-  --seconds S   seconds per macro run (default 2; 1 with --quick)
-  --no-macro    skip the virtio macro benchmark
-  --codemod     run the codemod benchmark (default without --quick)
-`;
+/** The `--help` text, the option table aligned in two columns. */
+function helpText(spec) {
+  const rows = spec.options.map((option) => {
+    const long = `--${option.name}${option.value === undefined ? '' : ` <${option.value}>`}`;
+    return [option.short === undefined ? long : `-${option.short}, ${long}`, option.description];
+  });
+  const width = Math.max(...rows.map(([left]) => left.length)) + 2;
+  const table = rows.map(([left, description]) => `  ${left.padEnd(width)}${description}\n`);
+  return `Usage: ${spec.name} ${spec.synopsis}\n\n${spec.description}\nOptions:\n${table.join('')}\n${spec.footer}`;
+}
 
-/** Parses the command line; throws a message for bad usage. */
-function parseArgs(argv) {
-  const options = {
-    quick: false,
-    json: false,
-    svg: undefined,
-    filter: /.*/,
-    filtered: false,
-    runs: undefined,
-    seconds: undefined,
-    macro: true,
-    codemod: undefined,
-    help: false,
-  };
-  for (let index = 0; index < argv.length; index++) {
-    const arg = argv[index];
-    const [flag, inline] = arg.startsWith('--') && arg.includes('=') ? arg.split(/=(.*)/s) : [arg];
-    const value = () => {
-      if (inline !== undefined) return inline;
-      const next = argv[++index];
-      if (next === undefined) throw new Error(`${flag} needs a value`);
-      return next;
-    };
-    const positive = (name, text) => {
-      const number = Number(text);
-      if (!(number > 0) || !Number.isFinite(number)) {
-        throw new Error(`${name} must be a positive number; received ${text}`);
+/** A usage error: a `DMAError` whose message starts with the command's name. */
+function usageError(message) {
+  return new DMAError('ERR_DMA_INVALID_ARGUMENT', `${BENCH.name}: ${message}`);
+}
+
+/**
+ * Parses the command line against the table with `node:util` `parseArgs`: an unknown option,
+ * a value given to a flag and a missing value (also when the next argument is an option:
+ * `--filter=-x` passes one that starts with `-`) are usage errors naming the option; `--`
+ * ends the options; `--help` wins over any usage error before `--`. A repeated option's last
+ * value wins; `flags` lists each flag in the order of its last occurrence.
+ *
+ * @returns {{ positionals: string[], flags: Set<string>, values: Map<string, string> }}
+ * @throws {DMAError} `ERR_DMA_INVALID_ARGUMENT` on bad usage.
+ */
+function parseCommandLine(spec, argv) {
+  const known = new Map(spec.options.map((option) => [option.name, option]));
+  const { tokens } = parseArgs({
+    args: [...argv],
+    options: Object.fromEntries(
+      spec.options.map((option) => [
+        option.name,
+        {
+          type: option.value === undefined ? 'boolean' : 'string',
+          ...(option.short === undefined ? {} : { short: option.short }),
+        },
+      ]),
+    ),
+    allowPositionals: true,
+    strict: false,
+    tokens: true,
+  });
+  const positionals = [];
+  const flags = new Set();
+  const values = new Map();
+  if (tokens.some((token) => token.kind === 'option' && token.name === 'help')) {
+    // Tokens after `--` are positionals, so this is a --help among the options.
+    return { positionals, flags: new Set(['help']), values };
+  }
+  for (const token of tokens) {
+    if (token.kind === 'positional') {
+      positionals.push(token.value);
+      continue;
+    }
+    if (token.kind === 'option-terminator') continue;
+    const option = known.get(token.name);
+    if (option === undefined) throw usageError(`unknown option ${token.rawName}`);
+    const { value } = token;
+    if (option.value === undefined) {
+      if (value !== undefined) {
+        throw usageError(
+          `option ${token.rawName} takes no value; received ${JSON.stringify(value)}`,
+        );
       }
-      return number;
-    };
-    switch (flag) {
-      case '--quick':
-        options.quick = true;
-        break;
-      case '--json':
-        options.json = true;
-        break;
-      case '--svg':
-        options.svg = value();
-        break;
-      case '--filter':
-        options.filter = new RegExp(value());
-        options.filtered = true;
-        break;
-      case '--runs':
-        options.runs = Math.ceil(positive('--runs', value()));
-        break;
-      case '--seconds':
-        options.seconds = positive('--seconds', value());
-        break;
-      case '--no-macro':
-        options.macro = false;
-        break;
-      case '--codemod':
-        options.codemod = true;
-        break;
-      case '--no-codemod':
-        options.codemod = false;
-        break;
-      case '--help':
-      case '-h':
-        options.help = true;
-        break;
-      default:
-        throw new Error(`unknown option ${arg}`);
+      // Re-added, so that the set lists each flag where it was last given.
+      flags.delete(option.name);
+      flags.add(option.name);
+    } else if (value === undefined) {
+      throw usageError(`option ${token.rawName} needs a value <${option.value}>`);
+    } else if (!token.inlineValue && value.startsWith('-') && value !== '-') {
+      throw usageError(
+        `option ${token.rawName} needs a value <${option.value}>; received the option ${value} (write --${option.name}=${value} for a value that starts with -)`,
+      );
+    } else {
+      values.set(option.name, value);
     }
   }
-  return options;
+  return { positionals, flags, values };
+}
+
+/**
+ * The benchmark's options, or `'help'`.
+ *
+ * @throws {DMAError} `ERR_DMA_INVALID_ARGUMENT` on bad usage.
+ */
+function parseOptions(argv) {
+  const { positionals, flags, values } = parseCommandLine(BENCH, argv);
+  if (flags.has('help')) return 'help';
+  if (positionals.length > 0) {
+    throw usageError(`takes no arguments; received ${JSON.stringify(positionals[0])}`);
+  }
+  const positive = (name) => {
+    const text = values.get(name);
+    if (text === undefined) return undefined;
+    const number = Number(text);
+    if (!(number > 0) || !Number.isFinite(number)) {
+      throw usageError(
+        `option --${name} must be a positive number; received ${JSON.stringify(text)}`,
+      );
+    }
+    return number;
+  };
+  let filter = /.*/;
+  if (values.has('filter')) {
+    const source = values.get('filter');
+    try {
+      filter = new RegExp(source);
+    } catch (error) {
+      throw usageError(
+        `option --filter must be a regular expression; received ${JSON.stringify(source)} (${error.message})`,
+      );
+    }
+  }
+  const runs = positive('runs');
+  // The last of --codemod and --no-codemod wins.
+  const codemod = [...flags].findLast((flag) => flag === 'codemod' || flag === 'no-codemod');
+  return {
+    quick: flags.has('quick'),
+    json: flags.has('json'),
+    svg: values.get('svg'),
+    filter,
+    filtered: values.has('filter'),
+    runs: runs === undefined ? undefined : Math.ceil(runs),
+    seconds: positive('seconds'),
+    macro: !flags.has('no-macro'),
+    codemod: codemod === undefined ? undefined : codemod === 'codemod',
+  };
 }
 
 /**
@@ -364,13 +460,14 @@ export function renderText(report) {
 export async function runBench(argv, io) {
   let options;
   try {
-    options = parseArgs(argv);
+    options = parseOptions(argv);
   } catch (error) {
-    io.stderr(`dma-attrs bench: ${error.message}\n\n${USAGE}`);
+    if (!(error instanceof DMAError)) throw error;
+    io.stderr(`${error.message}\n\n${helpText(BENCH)}`);
     return 2;
   }
-  if (options.help) {
-    io.stdout(USAGE);
+  if (options === 'help') {
+    io.stdout(helpText(BENCH));
     return 0;
   }
   const progress = (line) => io.stderr(`${line}\n`);

@@ -5,13 +5,8 @@
  * @module
  */
 import { readFileSync } from 'node:fs';
-import {
-  helpText,
-  parseCommandLine,
-  runMigrate,
-  type CommandLine,
-  type CommandSpec,
-} from './codemod/cli.js';
+import { runMigrate } from './codemod/cli.js';
+import { helpText, parseCommandLine, type CommandLine, type CommandSpec } from './internal/args.js';
 import { DMAError } from './errors.js';
 import { runLitmus } from './litmus/run.js';
 

@@ -218,3 +218,78 @@ describe('dma-attrs bench --quick --json', () => {
     }
   });
 });
+
+/** `node dist/cli.js bench …` as it is, with its exit status and both streams. */
+function spawnBench(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [CLI, 'bench', ...args], (error, stdout, stderr) => {
+      resolve({ code: error === null ? 0 : (error.code as number), stdout, stderr });
+    });
+  });
+}
+
+describe('dma-attrs bench arguments (one option table, node:util parseArgs)', () => {
+  // Each of these stops at the command line, before mitata is loaded or anything is timed.
+  it('exits 2 naming an unknown option, a missing value, a bad value, or an argument after --', async () => {
+    const [help, unknown, missing, swallowed, dashes, runs, filter] = await Promise.all([
+      spawnBench(['--help']),
+      spawnBench(['--quick', '--frobnicate']),
+      spawnBench(['--quick', '--svg']),
+      spawnBench(['--filter', '--json']),
+      spawnBench(['--quick', '--', '--json']),
+      spawnBench(['--runs', '0']),
+      spawnBench(['--filter=(']),
+    ]);
+    const usage = (message: string): string => `dma-attrs bench: ${message}\n\n${help.stdout}`;
+    expect(unknown).toEqual({ code: 2, stdout: '', stderr: usage('unknown option --frobnicate') });
+    expect(missing).toEqual({
+      code: 2,
+      stdout: '',
+      stderr: usage('option --svg needs a value <PATH>'),
+    });
+    expect(swallowed.code).toBe(2);
+    expect(swallowed.stderr).toMatch(
+      /^dma-attrs bench: option --filter needs a value <RE>; received the option --json \(write --filter=--json/,
+    );
+    // After `--`, `--json` is an argument, which bench takes none of: nothing runs.
+    expect(dashes).toEqual({
+      code: 2,
+      stdout: '',
+      stderr: usage('takes no arguments; received "--json"'),
+    });
+    expect(runs.stderr).toBe(usage('option --runs must be a positive number; received "0"'));
+    expect(filter.code).toBe(2);
+    expect(filter.stderr).toMatch(
+      /^dma-attrs bench: option --filter must be a regular expression; received "\(" \(/,
+    );
+  });
+
+  it('generates --help from its option table, and lets it win over a usage error', async () => {
+    const [help, short, first] = await Promise.all([
+      spawnBench(['--help']),
+      spawnBench(['-h']),
+      spawnBench(['--frobnicate', '--help', '--svg']),
+    ]);
+    expect(help.code).toBe(0);
+    expect(help.stdout).toMatch(/^Usage: dma-attrs bench \[options\]\n/);
+    const rows = [...help.stdout.matchAll(/^ {2}((?:-\w, )?--[\w-]+(?: <\w+>)?) +(\S.*)$/gm)];
+    // Every option docs/performance.md documents, and --help.
+    expect(rows.map((row) => row[1])).toEqual([
+      '--quick',
+      '--json',
+      '--svg <PATH>',
+      '--filter <RE>',
+      '--runs <N>',
+      '--seconds <S>',
+      '--no-macro',
+      '--codemod',
+      '--no-codemod',
+      '-h, --help',
+    ]);
+    const columns = new Set(rows.map((row) => row[0].indexOf(row[2] as string)));
+    expect(columns.size).toBe(1);
+    expect(help.stdout).toMatch(/\nExit status: 0 when it ran/);
+    expect(short).toEqual(help);
+    expect(first).toEqual(help);
+  });
+});

@@ -1,6 +1,6 @@
 /**
  * Argument parsing of `dma-attrs` and `dma-attrs migrate` (`node:util` `parseArgs` behind one
- * option table per command): unknown options, missing values, `--`, and `--help` made from the
+ * option table per command, src/internal/args.ts; `litmus` and `bench` are in their own files): unknown options, missing values, `--`, and `--help` made from the
  * same table. The top-level command and the progress line run as users run them, from
  * dist/cli.js (`npm test` builds before vitest runs).
  */
@@ -10,9 +10,9 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { helpText, parseCommandLine, type CommandSpec } from '../src/codemod/cli.js';
 import { runMigrate } from '../src/codemod/index.js';
 import { DMAError } from '../src/errors.js';
+import { helpText, parseCommandLine, type CommandSpec } from '../src/internal/args.js';
 
 const CLI = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
 const MANIFEST = fileURLToPath(new URL('../package.json', import.meta.url));
@@ -27,6 +27,7 @@ const SPEC: CommandSpec = {
     { name: 'json', description: 'print JSON' },
     { name: 'out', short: 'o', value: 'file', description: 'write there' },
     { name: 'skip', value: 'pattern', multiple: true, description: 'skip matches' },
+    { name: 'mode', value: 'mode', choices: ['fast', 'slow'], description: 'how' },
     { name: 'help', short: 'h', description: 'show this help' },
   ],
   footer: 'Exit status: 0 ok.\n',
@@ -121,6 +122,14 @@ describe('parseCommandLine', () => {
     expect(parseCommandLine(SPEC, ['--out=--json']).values.get('out')).toEqual(['--json']);
   });
 
+  it('takes only the listed choices, naming the value and every choice otherwise', () => {
+    expect(parseCommandLine(SPEC, ['--mode', 'slow']).values.get('mode')).toEqual(['slow']);
+    expect(usageError(['--mode', 'Fast'])).toBe(
+      'tool: option --mode must be fast or slow; received "Fast"',
+    );
+    expect(usageError(['--mode='])).toBe('tool: option --mode must be fast or slow; received ""');
+  });
+
   it('ends the options at --', () => {
     const line = parseCommandLine(SPEC, ['--json', '--', '--out', '-h', '--frobnicate']);
     expect(line.positionals).toEqual(['--out', '-h', '--frobnicate']);
@@ -152,6 +161,7 @@ Options:
   --json            print JSON
   -o, --out <file>  write there
   --skip <pattern>  skip matches
+  --mode <mode>     how
   -h, --help        show this help
 
 Exit status: 0 ok.

@@ -117,3 +117,89 @@ describe('dma-attrs litmus --json', () => {
     expect(stderr).toContain('--pattern must be sb, mp, lb or all');
   });
 });
+
+/** `node dist/cli.js litmus …` as it is, with its exit status and both streams. */
+function spawnLitmus(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [CLI, 'litmus', ...args], (error, stdout, stderr) => {
+      resolve({ code: error === null ? 0 : (error.code as number), stdout, stderr });
+    });
+  });
+}
+
+describe('dma-attrs litmus arguments (one option table, node:util parseArgs)', () => {
+  it('exits 2 naming an unknown option, a missing value, or an argument after --', async () => {
+    const [help, unknown, missing, swallowed, dashes, positional, flagValue] = await Promise.all([
+      spawnLitmus(['--help']),
+      spawnLitmus(['--json', '--frobnicate']),
+      spawnLitmus(['--iterations']),
+      spawnLitmus(['--pattern', '--json']),
+      spawnLitmus(['--json', '--', '--help']),
+      spawnLitmus(['sb']),
+      spawnLitmus(['--json=yes']),
+    ]);
+    const usage = (message: string): string => `dma-attrs litmus: ${message}\n\n${help.stdout}`;
+    expect(unknown).toEqual({ code: 2, stdout: '', stderr: usage('unknown option --frobnicate') });
+    expect(missing).toEqual({
+      code: 2,
+      stdout: '',
+      stderr: usage('option --iterations needs a value <N>'),
+    });
+    expect(swallowed.code).toBe(2);
+    expect(swallowed.stderr).toMatch(
+      /^dma-attrs litmus: option --pattern needs a value <pattern>; received the option --json \(write --pattern=--json/,
+    );
+    // After `--`, `--help` is an argument, which litmus takes none of: no help, no run.
+    expect(dashes).toEqual({
+      code: 2,
+      stdout: '',
+      stderr: usage('takes no arguments; received "--help"'),
+    });
+    expect(positional.stderr).toBe(usage('takes no arguments; received "sb"'));
+    expect(flagValue.stderr).toBe(usage('option --json takes no value; received "yes"'));
+  });
+
+  it('generates --help from its option table, and lets it win over a usage error', async () => {
+    const [help, short, first] = await Promise.all([
+      spawnLitmus(['--help']),
+      spawnLitmus(['-h']),
+      spawnLitmus(['--frobnicate', '--help', '--iterations']),
+    ]);
+    expect(help.code).toBe(0);
+    expect(help.stdout).toMatch(/^Usage: dma-attrs litmus \[options\]\n/);
+    const rows = [...help.stdout.matchAll(/^ {2}((?:-\w, )?--[\w-]+(?: <\w+>)?) +(\S.*)$/gm)];
+    expect(rows.map((row) => row[1])).toEqual([
+      '--pattern <pattern>',
+      '--policy <policy>',
+      '--barrier <barrier>',
+      '--iterations <N>',
+      '--json',
+      '-h, --help',
+    ]);
+    // One table: every description starts in the same column.
+    const columns = new Set(rows.map((row) => row[0].indexOf(row[2] as string)));
+    expect(columns.size).toBe(1);
+    expect(help.stdout).toMatch(/\nExit status: 0 when no run the library promises/);
+    expect(short).toEqual(help);
+    expect(first).toEqual(help);
+  });
+
+  it('runs what inline values and a closing -- ask for', async () => {
+    const { code, runs } = await litmus([
+      '--pattern=mp',
+      '--barrier',
+      'full',
+      '--policy=tso',
+      '--iterations=100',
+      '--',
+    ]);
+    expect(code).toBe(0);
+    expect(runs).toHaveLength(1);
+    expect(runs[0]).toMatchObject({
+      pattern: 'mp',
+      barrier: 'full',
+      policy: 'tso',
+      iterations: 100,
+    });
+  });
+});

@@ -7,7 +7,15 @@
  * @module
  */
 import { Worker } from 'node:worker_threads';
+import { DMAError } from '../errors.js';
 import type * as Library from '../index.js';
+import {
+  helpText,
+  parseCommandLine,
+  usageError,
+  type CommandLine,
+  type CommandSpec,
+} from '../internal/args.js';
 import {
   BARRIERS,
   PATTERNS,
@@ -52,23 +60,6 @@ export interface LitmusRunResult {
   readonly pass: boolean;
 }
 
-const USAGE = `Usage: dma-attrs litmus [--pattern sb|mp|lb|all] [--policy strict|tso|all]
-                        [--barrier none|acquire-release|full|all] [--iterations N] [--json]
-
-Runs each pattern on two worker threads sharing one guest memory, once with no barrier,
-once with the acquire/release accessors (READ/WRITE) and once with barrier('full'), and
-counts the pattern's forbidden outcome.
-
-  --pattern      sb (store buffering), mp (message passing), lb (load buffering) or all (default)
-  --policy       the guest memory's barrier policy: strict, tso or all (default)
-  --barrier      only this barrier mode: none, acquire-release, full or all (default)
-  --iterations   iterations per run, 1 to 10000000 (default 200000)
-  --json         print an array with one object per run instead of the table
-
-Exit status: 0 when no run the library promises (SB with full; MP and LB with
-acquire-release or full) observed its forbidden outcome, 1 otherwise, 2 on bad usage.
-`;
-
 const DEFAULT_ITERATIONS = 200_000;
 const MAX_ITERATIONS = 10_000_000;
 /** A run that takes longer than this (plus 20 µs per iteration) has stalled: it fails. */
@@ -76,6 +67,46 @@ const RUN_TIMEOUT_BASE_MS = 30_000;
 
 /** The package's own name: a variable, so that neither tsc nor the bundler resolves it. */
 const PACKAGE = 'dma-attrs';
+
+const LITMUS: CommandSpec = {
+  name: 'dma-attrs litmus',
+  synopsis: '[options]',
+  description: `Runs each pattern on two worker threads sharing one guest memory, once with no barrier,
+once with the acquire/release accessors (READ/WRITE) and once with barrier('full'), and
+counts the pattern's forbidden outcome.
+`,
+  options: [
+    {
+      name: 'pattern',
+      value: 'pattern',
+      choices: [...PATTERNS, 'all'],
+      description:
+        'sb (store buffering), mp (message passing), lb (load buffering) or all (default)',
+    },
+    {
+      name: 'policy',
+      value: 'policy',
+      choices: [...POLICIES, 'all'],
+      description: "the guest memory's barrier policy: strict, tso or all (default)",
+    },
+    {
+      name: 'barrier',
+      value: 'barrier',
+      choices: [...BARRIERS, 'all'],
+      description: 'only this barrier mode: none, acquire-release, full or all (default)',
+    },
+    {
+      name: 'iterations',
+      value: 'N',
+      description: `iterations per run, 1 to ${MAX_ITERATIONS} (default ${DEFAULT_ITERATIONS})`,
+    },
+    { name: 'json', description: 'print an array with one object per run instead of the table' },
+    { name: 'help', short: 'h', description: 'show this help' },
+  ],
+  footer: `Exit status: 0 when no run the library promises (SB with full; MP and LB with
+acquire-release or full) observed its forbidden outcome, 1 otherwise, 2 on bad usage.
+`,
+};
 
 interface Options {
   patterns: readonly LitmusPattern[];
@@ -85,72 +116,47 @@ interface Options {
   json: boolean;
 }
 
-class UsageError extends Error {}
+/** The runs an option asks for: `all` (or no option) is every one, in the command's order. */
+function selected<T extends string>(
+  line: CommandLine,
+  name: string,
+  every: readonly T[],
+): readonly T[] {
+  const value = line.values.get(name)?.[0];
+  // parseCommandLine has checked the value against the option's choices.
+  return value === undefined || value === 'all' ? every : [value as T];
+}
 
-function parseArgs(argv: readonly string[]): Options | 'help' {
-  const options: Options = {
-    patterns: PATTERNS,
-    barriers: BARRIERS,
-    policies: POLICIES,
-    iterations: DEFAULT_ITERATIONS,
-    json: false,
-  };
-  for (let index = 0; index < argv.length; index++) {
-    const arg = argv[index] as string;
-    if (arg === '--help' || arg === '-h') return 'help';
-    if (arg === '--json') {
-      options.json = true;
-      continue;
-    }
-    const equals = arg.indexOf('=');
-    const name = equals >= 0 ? arg.slice(0, equals) : arg;
-    if (
-      name !== '--pattern' &&
-      name !== '--policy' &&
-      name !== '--barrier' &&
-      name !== '--iterations'
-    ) {
-      throw new UsageError(`unknown option ${JSON.stringify(arg)}`);
-    }
-    let value: string | undefined;
-    if (equals >= 0) value = arg.slice(equals + 1);
-    else value = argv[++index];
-    if (value === undefined) throw new UsageError(`${name} needs a value`);
-    if (name === '--pattern') {
-      if (value === 'all') options.patterns = PATTERNS;
-      else if ((PATTERNS as readonly string[]).includes(value))
-        options.patterns = [value as LitmusPattern];
-      else
-        throw new UsageError(
-          `--pattern must be sb, mp, lb or all; received ${JSON.stringify(value)}`,
-        );
-    } else if (name === '--barrier') {
-      if (value === 'all') options.barriers = BARRIERS;
-      else if ((BARRIERS as readonly string[]).includes(value))
-        options.barriers = [value as LitmusBarrier];
-      else
-        throw new UsageError(
-          `--barrier must be none, acquire-release, full or all; received ${JSON.stringify(value)}`,
-        );
-    } else if (name === '--policy') {
-      if (value === 'all') options.policies = POLICIES;
-      else if ((POLICIES as readonly string[]).includes(value))
-        options.policies = [value as LitmusPolicy];
-      else
-        throw new UsageError(
-          `--policy must be strict, tso or all; received ${JSON.stringify(value)}`,
-        );
-    } else {
-      const iterations = /^\d+$/.test(value) ? Number(value) : NaN;
-      if (!(iterations >= 1 && iterations <= MAX_ITERATIONS)) {
-        throw new UsageError(
-          `--iterations must be an integer from 1 to ${MAX_ITERATIONS}; received ${JSON.stringify(value)}`,
-        );
-      }
-      options.iterations = iterations;
+/**
+ * The options of a command line.
+ *
+ * @throws DMAError `ERR_DMA_INVALID_ARGUMENT` on bad usage.
+ */
+function parseOptions(argv: readonly string[]): Options | 'help' {
+  const line = parseCommandLine(LITMUS, argv);
+  if (line.flags.has('help')) return 'help';
+  const [extra] = line.positionals;
+  if (extra !== undefined) {
+    throw usageError(LITMUS, `takes no arguments; received ${JSON.stringify(extra)}`);
+  }
+  let iterations = DEFAULT_ITERATIONS;
+  const text = line.values.get('iterations')?.[0];
+  if (text !== undefined) {
+    iterations = /^\d+$/.test(text) ? Number(text) : NaN;
+    if (!(iterations >= 1 && iterations <= MAX_ITERATIONS)) {
+      throw usageError(
+        LITMUS,
+        `option --iterations must be an integer from 1 to ${MAX_ITERATIONS}; received ${JSON.stringify(text)}`,
+      );
     }
   }
-  return options;
+  return {
+    patterns: selected(line, 'pattern', PATTERNS),
+    barriers: selected(line, 'barrier', BARRIERS),
+    policies: selected(line, 'policy', POLICIES),
+    iterations,
+    json: line.flags.has('json'),
+  };
 }
 
 /** Starts one side and resolves when it reports; rejects when it fails or exits early. */
@@ -298,14 +304,14 @@ function formatTable(results: readonly LitmusRunResult[]): string {
 export async function runLitmus(argv: readonly string[], io: LitmusIO): Promise<number> {
   let options: Options | 'help';
   try {
-    options = parseArgs(argv);
+    options = parseOptions(argv);
   } catch (error) {
-    if (!(error instanceof UsageError)) throw error;
-    io.stderr(`dma-attrs litmus: ${error.message}\n\n${USAGE}`);
+    if (!(error instanceof DMAError)) throw error;
+    io.stderr(`${error.message}\n\n${helpText(LITMUS)}`);
     return 2;
   }
   if (options === 'help') {
-    io.stdout(USAGE);
+    io.stdout(helpText(LITMUS));
     return 0;
   }
   const library = (await import(PACKAGE)) as typeof Library;
