@@ -220,6 +220,16 @@ export class FlatView {
   }
 
   /**
+   * The first span as `[base, end, delta]` (guest base, guest end within the views, backing
+   * offset minus guest base) when the views can never change (a shared backing: it never
+   * detaches or shrinks, and they are never rebuilt), else undefined. A DMA context resolves
+   * it once into its own fields, so that its fast paths ask nothing of this object.
+   */
+  fixedSpan(): readonly [number, number, number] | undefined {
+    return this.#mayChange ? undefined : [this.#base0, this.#fastEnd0, this.#delta0];
+  }
+
+  /**
    * The backing offset of `length` (at least 1) bytes of RAM at `gpa` when they are one
    * piece inside the views, or -1 (a hole, two pieces, or bytes a shrunk backing no longer
    * has: the slow path, {@link FlatView.resolve}, tells them apart). Unchecked: callers validate `gpa` and

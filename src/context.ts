@@ -281,6 +281,19 @@ export class DMAContext {
   readonly #single: number[] = [0, 0];
   /** The in-flight slot {@link DMAContext.batch} holds, or -1 outside a batch. */
   #batchSlot = -1;
+  /**
+   * The flat fast path, resolved at construction: guest bytes `[#lo, #hi)` are at backing
+   * offset `addr + #delta` in views that never change (a shared backing's first span), for a
+   * context with no IOMMU and no trace. `#hi` is -1 otherwise, which fails every test, so
+   * that one comparison stands for all of those conditions on the hot path.
+   */
+  readonly #lo: number;
+  readonly #hi: number;
+  readonly #delta: number;
+  /** The views of the fast path, a shared backing's: element access never meets a detached one. */
+  readonly #u16: Uint16Array;
+  readonly #u32: Uint32Array;
+  readonly #u64: BigUint64Array;
 
   /** The guest memory this context accesses. */
   get memory(): GuestMemory {
@@ -309,9 +322,19 @@ export class DMAContext {
     this.#trace = trace as DMATrace | undefined;
     // The memory's own parts, never its public properties, which a caller could redefine.
     const parts = memoryParts(memory);
-    this.#flat = parts.flat;
+    const flat = parts.flat;
+    this.#flat = flat;
     this.#fence = parts.fence;
     this.#dirty = parts.dirty;
+    const [lo, hi, delta] = (iommu === undefined && trace === undefined
+      ? flat.fixedSpan()
+      : undefined) ?? [0, -1, 0];
+    this.#lo = lo;
+    this.#hi = hi;
+    this.#delta = delta;
+    this.#u16 = flat.u16;
+    this.#u32 = flat.u32;
+    this.#u64 = flat.u64;
   }
 
   /**
@@ -342,7 +365,14 @@ export class DMAContext {
    * @category Transfers
    */
   read(addr: number, buf: Uint8Array, attrs?: DMAAttributesLike): void {
-    this.#readLength(addr, buf, uint8Length(buf), impliedBits(attrs, READ, 'read'));
+    const length = uint8Length(buf);
+    const bits = impliedBits(attrs, READ, 'read');
+    if (length >= 0 && this.#inSpan(addr, length)) {
+      copyOut(this.#flat, addr + this.#delta, buf, length);
+      if (bits === READ) this.#fence.emit(ACQUIRE);
+    } else {
+      this.#readLength(addr, buf, length, bits);
+    }
   }
 
   /**
@@ -356,7 +386,15 @@ export class DMAContext {
    * @category Transfers
    */
   write(addr: number, data: Uint8Array, attrs?: DMAAttributesLike): void {
-    this.#writeLength(addr, data, uint8Length(data), impliedBits(attrs, WRITE, 'write'));
+    const length = uint8Length(data);
+    const bits = impliedBits(attrs, WRITE, 'write');
+    if (length >= 0 && this.#inSpan(addr, length)) {
+      if (bits === WRITE) this.#fence.emit(RELEASE);
+      copyIn(this.#flat, addr + this.#delta, data, length);
+      this.#marked(addr, length);
+    } else {
+      this.#writeLength(addr, data, length, bits);
+    }
   }
 
   /**
@@ -569,7 +607,7 @@ export class DMAContext {
    *   ctx.writeU8(statusAddr, 0, DMAAttributes.RELAXED);
    * });
    * ```
-   * @category Other
+   * @category Batches
    */
   batch<T>(fn: () => T): T {
     if (typeof fn !== 'function') invalidArgument('fn', 'a function', fn);
@@ -600,7 +638,12 @@ export class DMAContext {
    * @category Fixed-width
    */
   readU16LE(addr: number, attrs?: DMAAttributesLike): number {
-    return this.#load(addr, 2, impliedBits(attrs, READ, 'readU16LE'), true);
+    const bits = impliedBits(attrs, READ, 'readU16LE');
+    const index = this.#wordAt(addr, 2);
+    if (index < 0) return this.#load(addr, 2, bits, true);
+    return bits === READ
+      ? this.#acquired(Atomics.load(this.#u16, index))
+      : (this.#u16[index] as number);
   }
 
   /**
@@ -624,7 +667,12 @@ export class DMAContext {
    * @category Fixed-width
    */
   readU32LE(addr: number, attrs?: DMAAttributesLike): number {
-    return this.#load(addr, 4, impliedBits(attrs, READ, 'readU32LE'), true);
+    const bits = impliedBits(attrs, READ, 'readU32LE');
+    const index = this.#wordAt(addr, 4);
+    if (index < 0) return this.#load(addr, 4, bits, true);
+    return bits === READ
+      ? this.#acquired(Atomics.load(this.#u32, index))
+      : (this.#u32[index] as number);
   }
 
   /**
@@ -642,7 +690,12 @@ export class DMAContext {
    * @category Fixed-width
    */
   readU64LE(addr: number, attrs?: DMAAttributesLike): bigint {
-    return this.#load64(addr, impliedBits(attrs, READ, 'readU64LE'), true);
+    const bits = impliedBits(attrs, READ, 'readU64LE');
+    const index = this.#wordAt(addr, 8);
+    if (index < 0) return this.#load64(addr, bits, true);
+    return bits === READ
+      ? this.#acquired(Atomics.load(this.#u64, index))
+      : (this.#u64[index] as bigint);
   }
 
   /**
@@ -669,7 +722,19 @@ export class DMAContext {
    * @category Fixed-width
    */
   writeU16LE(addr: number, value: number, attrs?: DMAAttributesLike): void {
-    this.#store(addr, 2, value, impliedBits(attrs, WRITE, 'writeU16LE'), true);
+    const bits = impliedBits(attrs, WRITE, 'writeU16LE');
+    const index = this.#wordAt(addr, 2);
+    if (index < 0 || typeof value !== 'number' || (value & 0xffff) !== value) {
+      this.#store(addr, 2, value, bits, true);
+    } else {
+      if (bits === WRITE) {
+        this.#fence.emit(RELEASE);
+        Atomics.store(this.#u16, index, value);
+      } else {
+        this.#u16[index] = value;
+      }
+      this.#marked(addr, 2);
+    }
   }
 
   /**
@@ -693,7 +758,20 @@ export class DMAContext {
    * @category Fixed-width
    */
   writeU32LE(addr: number, value: number, attrs?: DMAAttributesLike): void {
-    this.#store(addr, 4, value, impliedBits(attrs, WRITE, 'writeU32LE'), true);
+    const bits = impliedBits(attrs, WRITE, 'writeU32LE');
+    const index = this.#wordAt(addr, 4);
+    // `>>> 0` of a number is exact for integers from 0 to 2^32 - 1 and changes any other.
+    if (index < 0 || typeof value !== 'number' || value >>> 0 !== value) {
+      this.#store(addr, 4, value, bits, true);
+    } else {
+      if (bits === WRITE) {
+        this.#fence.emit(RELEASE);
+        Atomics.store(this.#u32, index, value);
+      } else {
+        this.#u32[index] = value;
+      }
+      this.#marked(addr, 4);
+    }
   }
 
   /**
@@ -711,7 +789,19 @@ export class DMAContext {
    * @category Fixed-width
    */
   writeU64LE(addr: number, value: bigint, attrs?: DMAAttributesLike): void {
-    this.#store64(addr, value, impliedBits(attrs, WRITE, 'writeU64LE'), true);
+    const bits = impliedBits(attrs, WRITE, 'writeU64LE');
+    const index = this.#wordAt(addr, 8);
+    if (index < 0 || typeof value !== 'bigint' || BigInt.asUintN(64, value) !== value) {
+      this.#store64(addr, value, bits, true);
+    } else {
+      if (bits === WRITE) {
+        this.#fence.emit(RELEASE);
+        Atomics.store(this.#u64, index, value);
+      } else {
+        this.#u64[index] = value;
+      }
+      this.#marked(addr, 8);
+    }
   }
 
   /**
@@ -1153,6 +1243,44 @@ export class DMAContext {
     checkAddress(addr);
     checkRange(addr, width);
     return this.#accessOne(toGuest ? STORE : LOAD, addr, width, bits, undefined, value, little);
+  }
+
+  /**
+   * Whether `length` bytes at `addr` take the transfers' fast path: an integer address with
+   * the whole range in `[#lo, #hi)` (never with an IOMMU, a trace or a backing that may
+   * change). The range then lies within 2^53 and in one piece of RAM.
+   */
+  #inSpan(addr: unknown, length: number): addr is number {
+    return (
+      typeof addr === 'number' && addr >= this.#lo && addr + length <= this.#hi && addr % 1 === 0
+    );
+  }
+
+  /**
+   * The element index of a `width`-byte word at `addr` in the fast path's views, or -1: not a
+   * number, outside `[#lo, #hi)` (and always with an IOMMU, a trace or a backing that may
+   * change), or not a naturally aligned int32 offset in the backing (a fraction, NaN, or a
+   * backing beyond 2 GiB: the general path then). Aligned words are single-copy atomic there.
+   * Always -1 on a big-endian host: only the little-endian accessors ask.
+   */
+  #wordAt(addr: unknown, width: number): number {
+    if (
+      !HOST_LITTLE_ENDIAN ||
+      typeof addr !== 'number' ||
+      addr < this.#lo ||
+      addr + width > this.#hi
+    ) {
+      return -1;
+    }
+    const offset = addr + this.#delta;
+    if ((offset | 0) !== offset || (offset & (width - 1)) !== 0) return -1;
+    return offset / width;
+  }
+
+  /** Issues the acquire barrier after a fast-path load and passes its value on. */
+  #acquired<T>(value: T): T {
+    this.#fence.emit(ACQUIRE);
+    return value;
   }
 
   /** A fixed-width load: the flat fast path, else {@link DMAContext.#fixed}. */

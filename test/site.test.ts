@@ -266,7 +266,7 @@ describe.skipIf(noChromium !== undefined)(
       },
     );
 
-    it('the DMAContext page groups its members: transfers, fixed-width, map and unmap, barriers', async () => {
+    it('the DMAContext page groups its members: transfers, fixed-width, map and unmap, barriers, batches', async () => {
       const page = await newPage();
       await page.goto(new URL('classes/dma-attrs.DMAContext.html', served?.url).href);
       const headings = await page.locator('.tsd-index-panel h3.tsd-index-heading').allInnerTexts();
@@ -275,6 +275,7 @@ describe.skipIf(noChromium !== undefined)(
         'Fixed-width',
         'Map and unmap',
         'Barriers',
+        'Batches',
         'Other',
       ]);
       const members = async (category: string): Promise<string[]> =>
@@ -289,6 +290,7 @@ describe.skipIf(noChromium !== undefined)(
       expect(await members('Transfers')).toEqual(['read', 'rw', 'set', 'valid', 'write']);
       expect(await members('Map and unmap')).toEqual(['map', 'unmap']);
       expect(await members('Barriers')).toEqual(['barrier']);
+      expect(await members('Batches')).toEqual(['batch']);
       const widths = ['U8', 'U16LE', 'U16BE', 'U32LE', 'U32BE', 'U64LE', 'U64BE'];
       expect(await members('Fixed-width')).toEqual(
         [
