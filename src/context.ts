@@ -33,7 +33,7 @@ import {
   invalidArgument,
   notInstance,
 } from './internal/check.js';
-import { copyIn, copyOut, copyPieces } from './internal/copy.js';
+import { copyIn, copyOut, copyPieces, emptyList } from './internal/copy.js';
 import { describe } from './internal/describe.js';
 import { uint8Length } from './internal/intrinsics.js';
 import { iommuAccess, isIommuDomain, type IommuDomain } from './iommu.js';
@@ -841,7 +841,7 @@ export class DMAContext {
   ): number | bigint {
     const strength = strengthCode(bits);
     const pieces = this.#pieces;
-    pieces.length = 0;
+    emptyList(pieces);
     let result: number | bigint = value;
     let fault: DMAFault | undefined;
     const slot = this.#enter();
@@ -921,7 +921,7 @@ export class DMAContext {
     const gpa = iommuAccess.lookup(iommu, addr, length, bits & DIRECTIONS);
     if (gpa >= 0 && flat.resolve(gpa, length, out)) return undefined;
     const runs = this.#runs;
-    runs.length = 0;
+    emptyList(runs);
     const fault = iommuAccess.translateRange(iommu, addr, length, bits, runs);
     if (fault !== undefined) return fault;
     for (let index = 0; index < runs.length; index += 2) {

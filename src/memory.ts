@@ -38,7 +38,7 @@ import {
   invalidArgument,
   isSafeIndex,
 } from './internal/check.js';
-import { copyIn, copyOut, copyPieces } from './internal/copy.js';
+import { copyIn, copyOut, copyPieces, emptyList } from './internal/copy.js';
 import { describe } from './internal/describe.js';
 import {
   arrayBufferByteLength,
@@ -697,7 +697,7 @@ export class GuestMemory {
   #cpuPieces(gpa: number, length: number): number[] {
     checkRange(gpa, length);
     const pieces = this.#pieces;
-    pieces.length = 0;
+    emptyList(pieces);
     if (!this.#parts.flat.resolve(gpa, length, pieces)) throw unassigned(gpa, length, 0);
     return pieces;
   }
