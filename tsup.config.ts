@@ -9,6 +9,8 @@ export default defineConfig({
     cli: 'src/cli.ts',
     // Started by `dma-attrs litmus` as new URL('./litmus-worker.js', import.meta.url).
     'litmus-worker': 'src/litmus/worker.ts',
+    // The command-line parser, for bench/index.mjs (beside dist/ in the package); not exported.
+    args: 'src/internal/args.ts',
   },
   format: ['esm', 'cjs'],
   dts: { compilerOptions: { stripInternal: true } },

@@ -22,10 +22,11 @@ import { existsSync, mkdirSync, realpathSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { parseArgs } from 'node:util';
+
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import { DMAError } from 'dma-attrs';
+import { helpText, parseCommandLine, usageError } from '../dist/args.js';
 import { runAllocation } from './alloc.mjs';
 import { computeBudgets, formatBudgetValue, formatLimit } from './budgets.mjs';
 import { renderChart } from './chart.mjs';
@@ -35,9 +36,9 @@ import { formatNs, LEGACY_PAIRS, microBenchmarks, runMicro } from './micro.mjs';
 const PACKAGE_ROOT = fileURLToPath(new URL('..', import.meta.url));
 
 /**
- * The command's one option table: the parser and `--help` are both made from it, with the
- * conventions of `dma-attrs migrate` and `dma-attrs litmus` (src/internal/args.ts, which is not
- * reachable from here: this file also runs from a checkout as `node bench/index.mjs`).
+ * The command's one option table: the parser and `--help` are both made from it by
+ * src/internal/args.ts, as for `dma-attrs migrate` and `dma-attrs litmus` (built as
+ * dist/args.js, beside which this file ships).
  */
 const BENCH = {
   name: 'dma-attrs bench',
@@ -80,86 +81,8 @@ performance budget. Progress goes to stderr.
     'Exit status: 0 when it ran (missed budgets are reported, not failed), 1 when mitata is\nmissing, 2 on bad usage.\n',
 };
 
-/** The `--help` text, the option table aligned in two columns. */
-function helpText(spec) {
-  const rows = spec.options.map((option) => {
-    const long = `--${option.name}${option.value === undefined ? '' : ` <${option.value}>`}`;
-    return [option.short === undefined ? long : `-${option.short}, ${long}`, option.description];
-  });
-  const width = Math.max(...rows.map(([left]) => left.length)) + 2;
-  const table = rows.map(([left, description]) => `  ${left.padEnd(width)}${description}\n`);
-  return `Usage: ${spec.name} ${spec.synopsis}\n\n${spec.description}\nOptions:\n${table.join('')}\n${spec.footer}`;
-}
-
-/** A usage error: a `DMAError` whose message starts with the command's name. */
-function usageError(message) {
-  return new DMAError('ERR_DMA_INVALID_ARGUMENT', `${BENCH.name}: ${message}`);
-}
-
-/**
- * Parses the command line against the table with `node:util` `parseArgs`: an unknown option,
- * a value given to a flag and a missing value (also when the next argument is an option:
- * `--filter=-x` passes one that starts with `-`) are usage errors naming the option; `--`
- * ends the options; `--help` wins over any usage error before `--`. A repeated option's last
- * value wins; `flags` lists each flag in the order of its last occurrence.
- *
- * @returns {{ positionals: string[], flags: Set<string>, values: Map<string, string> }}
- * @throws {DMAError} `ERR_DMA_INVALID_ARGUMENT` on bad usage.
- */
-function parseCommandLine(spec, argv) {
-  const known = new Map(spec.options.map((option) => [option.name, option]));
-  const { tokens } = parseArgs({
-    args: [...argv],
-    options: Object.fromEntries(
-      spec.options.map((option) => [
-        option.name,
-        {
-          type: option.value === undefined ? 'boolean' : 'string',
-          ...(option.short === undefined ? {} : { short: option.short }),
-        },
-      ]),
-    ),
-    allowPositionals: true,
-    strict: false,
-    tokens: true,
-  });
-  const positionals = [];
-  const flags = new Set();
-  const values = new Map();
-  if (tokens.some((token) => token.kind === 'option' && token.name === 'help')) {
-    // Tokens after `--` are positionals, so this is a --help among the options.
-    return { positionals, flags: new Set(['help']), values };
-  }
-  for (const token of tokens) {
-    if (token.kind === 'positional') {
-      positionals.push(token.value);
-      continue;
-    }
-    if (token.kind === 'option-terminator') continue;
-    const option = known.get(token.name);
-    if (option === undefined) throw usageError(`unknown option ${token.rawName}`);
-    const { value } = token;
-    if (option.value === undefined) {
-      if (value !== undefined) {
-        throw usageError(
-          `option ${token.rawName} takes no value; received ${JSON.stringify(value)}`,
-        );
-      }
-      // Re-added, so that the set lists each flag where it was last given.
-      flags.delete(option.name);
-      flags.add(option.name);
-    } else if (value === undefined) {
-      throw usageError(`option ${token.rawName} needs a value <${option.value}>`);
-    } else if (!token.inlineValue && value.startsWith('-') && value !== '-') {
-      throw usageError(
-        `option ${token.rawName} needs a value <${option.value}>; received the option ${value} (write --${option.name}=${value} for a value that starts with -)`,
-      );
-    } else {
-      values.set(option.name, value);
-    }
-  }
-  return { positionals, flags, values };
-}
+/** A usage error of the benchmark: a `DMAError` whose message starts with its name. */
+const usage = (message) => usageError(BENCH, message);
 
 /**
  * The benchmark's options, or `'help'`.
@@ -167,19 +90,19 @@ function parseCommandLine(spec, argv) {
  * @throws {DMAError} `ERR_DMA_INVALID_ARGUMENT` on bad usage.
  */
 function parseOptions(argv) {
-  const { positionals, flags, values } = parseCommandLine(BENCH, argv);
+  const { positionals, flags, values: lists } = parseCommandLine(BENCH, argv);
   if (flags.has('help')) return 'help';
+  // Each option's last value: none of the benchmark's may be repeated.
+  const values = new Map([...lists].map(([name, list]) => [name, list.at(-1)]));
   if (positionals.length > 0) {
-    throw usageError(`takes no arguments; received ${JSON.stringify(positionals[0])}`);
+    throw usage(`takes no arguments; received ${JSON.stringify(positionals[0])}`);
   }
   const positive = (name) => {
     const text = values.get(name);
     if (text === undefined) return undefined;
     const number = Number(text);
     if (!(number > 0) || !Number.isFinite(number)) {
-      throw usageError(
-        `option --${name} must be a positive number; received ${JSON.stringify(text)}`,
-      );
+      throw usage(`option --${name} must be a positive number; received ${JSON.stringify(text)}`);
     }
     return number;
   };
@@ -189,7 +112,7 @@ function parseOptions(argv) {
     try {
       filter = new RegExp(source);
     } catch (error) {
-      throw usageError(
+      throw usage(
         `option --filter must be a regular expression; received ${JSON.stringify(source)} (${error.message})`,
       );
     }

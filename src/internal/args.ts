@@ -1,7 +1,8 @@
 /**
  * The command lines of `dma-attrs` and its subcommands: one option table per command, from
  * which both the parser (over `node:util` `parseArgs`) and the `--help` text are made. Node
- * only: the CLI entries import it, no browser entry does.
+ * only: the CLI entries import it, no browser entry does. Built on its own as dist/args.js
+ * (in no `exports`) for bench/index.mjs, which ships beside dist/.
  *
  * @module
  */
@@ -54,7 +55,7 @@ export interface CommandSpec {
 export interface CommandLine {
   /** The arguments that are not options, in order (all of them after `--`). */
   readonly positionals: readonly string[];
-  /** The long names of the boolean options given. */
+  /** The long names of the boolean options given, in the order each was last given. */
   readonly flags: ReadonlySet<string>;
   /** The values of the options that take one, by long name, in order. */
   readonly values: ReadonlyMap<string, readonly string[]>;
@@ -166,6 +167,9 @@ export function parseCommandLine(
           `option ${token.rawName} takes no value; received ${JSON.stringify(token.value)}`,
         );
       }
+      // Re-added, so that the set lists each flag where it was last given (the last of
+      // `--codemod` and `--no-codemod` wins in `dma-attrs bench`).
+      flags.delete(option.name);
       flags.add(option.name);
       continue;
     }
