@@ -7,12 +7,11 @@ import { execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CLI, spawnCli, type CliRun } from './support/cli.js';
 
 const run = promisify(execFile);
-const CLI = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
 
 interface MicroResult {
   name: string;
@@ -220,13 +219,7 @@ describe('dma-attrs bench --quick --json', () => {
 });
 
 /** `node dist/cli.js bench …` as it is, with its exit status and both streams. */
-function spawnBench(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [CLI, 'bench', ...args], (error, stdout, stderr) => {
-      resolve({ code: error === null ? 0 : (error.code as number), stdout, stderr });
-    });
-  });
-}
+const spawnBench = (args: string[]): Promise<CliRun> => spawnCli(['bench', ...args]);
 
 describe('dma-attrs bench arguments (one option table, node:util parseArgs)', () => {
   // Each of these stops at the command line, before mitata is loaded or anything is timed.

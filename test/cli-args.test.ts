@@ -4,7 +4,6 @@
  * same table. The top-level command and the progress line run as users run them, from
  * dist/cli.js (`npm test` builds before vitest runs).
  */
-import { execFile } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -13,8 +12,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runMigrate } from '../src/codemod/index.js';
 import { DMAError } from '../src/errors.js';
 import { helpText, parseCommandLine, type CommandSpec } from '../src/internal/args.js';
+import { CLI, spawnCli as spawnBuiltCli, type CliRun } from './support/cli.js';
 
-const CLI = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
 const MANIFEST = fileURLToPath(new URL('../package.json', import.meta.url));
 const LEGACY =
   "import { dmaMemoryRead } from 'dma-attrs/legacy';\ndmaMemoryRead(dma, 0, buf, 4);\n";
@@ -35,18 +34,11 @@ const SPEC: CommandSpec = {
 
 let cwd: string;
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
+type Run = CliRun;
 
+/** The built CLI, run in the test's working directory. */
 function spawnCli(args: string[], nodeArgs: string[] = []): Promise<Run> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [...nodeArgs, CLI, ...args], { cwd }, (error, stdout, stderr) => {
-      resolve({ code: error === null ? 0 : (error.code as number), stdout, stderr });
-    });
-  });
+  return spawnBuiltCli(args, { nodeArgs, cwd });
 }
 
 async function migrate(...argv: string[]): Promise<Run> {

@@ -4,12 +4,11 @@
  */
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { CLI, spawnCli, type CliRun } from './support/cli.js';
 
 const run = promisify(execFile);
-const CLI = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
 const ITERATIONS = 200_000;
 
 interface LitmusRun {
@@ -119,13 +118,7 @@ describe('dma-attrs litmus --json', () => {
 });
 
 /** `node dist/cli.js litmus …` as it is, with its exit status and both streams. */
-function spawnLitmus(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [CLI, 'litmus', ...args], (error, stdout, stderr) => {
-      resolve({ code: error === null ? 0 : (error.code as number), stdout, stderr });
-    });
-  });
-}
+const spawnLitmus = (args: string[]): Promise<CliRun> => spawnCli(['litmus', ...args]);
 
 describe('dma-attrs litmus arguments (one option table, node:util parseArgs)', () => {
   it('exits 2 naming an unknown option, a missing value, or an argument after --', async () => {
