@@ -5,7 +5,7 @@
  * `trace` shows them, and every hostile ring of §10.
  */
 import fc from 'fast-check';
-import { describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   DMAAttributes,
   DMAContext,
@@ -117,10 +117,39 @@ interface Setup {
   events: DMATraceEvent[];
 }
 
+/**
+ * How the device's context is made: `traced` records every access (and so takes the
+ * accessors' general path), `direct` is a plain context on a shared memory, the one
+ * `SplitVirtqueue` reaches guest memory through directly for RELAXED ring and payload
+ * accesses. The behaviour tests run on both.
+ */
+type ContextKind = 'traced' | 'direct';
+const CONTEXT_KINDS: readonly ContextKind[] = ['traced', 'direct'];
+/** The kind `setup` makes, set by the `describe` block that runs (see `eachContext`). */
+let contextKind: ContextKind = 'traced';
+
+/** Declares the tests of `body` once for each context kind. */
+function eachContext(name: string, body: () => void): void {
+  for (const kind of CONTEXT_KINDS) {
+    describe(`${name} (${kind} context)`, () => {
+      beforeAll(() => {
+        contextKind = kind;
+      });
+      afterAll(() => {
+        contextKind = 'traced';
+      });
+      body();
+    });
+  }
+}
+
 function setup(options: Partial<SplitVirtqueueOptions> = {}, availIdx = 0): Setup {
   const memory = new GuestMemory({ size: MEMORY_SIZE });
   const events: DMATraceEvent[] = [];
-  const ctx = new DMAContext(memory, { trace: (event) => events.push(event) });
+  const ctx =
+    contextKind === 'traced'
+      ? new DMAContext(memory, { trace: (event) => events.push(event) })
+      : new DMAContext(memory);
   const driver = new Driver(new DMAContext(memory), options.size ?? 8, availIdx);
   const vq = new SplitVirtqueue(ctx, { size: 8, desc: DESC, avail: AVAIL, used: USED, ...options });
   return { memory, ctx, driver, vq, events };
@@ -195,7 +224,7 @@ describe('SplitVirtqueue construction', () => {
   });
 });
 
-describe('pop, read, write, push', () => {
+eachContext('pop, read, write, push', () => {
   it('returns undefined on an empty ring', () => {
     const { vq } = setup();
     expect(vq.pop()).toBeUndefined();
@@ -218,6 +247,23 @@ describe('pop, read, write, push', () => {
     expect([...buf]).toEqual([1, 2, 3, 4, 5, 0, 0, 0]);
     expect(chain.write(Uint8Array.of(9))).toBe(0);
     expect(vq.pop()).toBeUndefined();
+  });
+
+  it('stores nothing past a single writable descriptor when the data is longer', () => {
+    const { vq, driver } = setup();
+    driver.fill(BUFFERS, [1, 2, 3, 4, 5, 6, 7, 8]);
+    driver.descriptor(1, BUFFERS, 40, WRITE);
+    driver.publish(1);
+    const chain = popChain(vq);
+    expect(chain.write(new Uint8Array(100).fill(7))).toBe(40);
+    expect(driver.bytes(BUFFERS, 41)).toEqual([...new Array<number>(40).fill(7), 0]);
+    expect(driver.bytes(BUFFERS + 40, 60)).toEqual(new Array<number>(60).fill(0));
+    // Word-sized too: the 16-byte copy path, from a 20-byte buffer.
+    driver.descriptor(2, BUFFERS + 0x100, 16, WRITE);
+    driver.publish(2);
+    const small = popChain(vq);
+    expect(small.write(new Uint8Array(20).fill(9), 0)).toBe(16);
+    expect(driver.bytes(BUFFERS + 0x100, 20)).toEqual([...new Array<number>(16).fill(9), 0, 0, 0, 0]);
   });
 
   it('walks a chain, gathers across descriptors from an offset and scatters into the writable part', () => {
@@ -392,7 +438,7 @@ describe('pop, read, write, push', () => {
   });
 });
 
-describe('notification suppression without EVENT_IDX', () => {
+eachContext('notification suppression without EVENT_IDX', () => {
   it('needsNotification follows VRING_AVAIL_F_NO_INTERRUPT', () => {
     const { vq, driver } = setup();
     expect(vq.needsNotification()).toBe(true);
@@ -416,7 +462,7 @@ describe('notification suppression without EVENT_IDX', () => {
   });
 });
 
-describe('notification suppression with EVENT_IDX', () => {
+eachContext('notification suppression with EVENT_IDX', () => {
   function pushOne(s: Setup, head = 0): void {
     s.driver.descriptor(head, BUFFERS, 0, WRITE);
     s.driver.publish(head);
@@ -587,7 +633,7 @@ describe('orderings, as trace shows them (SPEC §10)', () => {
   }
 });
 
-describe('hostile rings (SPEC §10)', () => {
+eachContext('hostile rings (SPEC §10)', () => {
   /** After the bad chain, a good one at head 7: the bad one was consumed, the queue works. */
   function expectConsumed(s: Setup): void {
     expect(s.vq.broken).toBe(false);
@@ -882,7 +928,7 @@ describe('pop on arbitrary ring bytes (property)', () => {
   });
 });
 
-describe("a chain is the device's from pop to push, then reused", () => {
+eachContext("a chain is the device's from pop to push, then reused", () => {
   it('a later pop of the same head returns the same object, refilled: no allocation per request', () => {
     const { vq, driver } = setup();
     driver.fill(BUFFERS, [1, 2, 3]);

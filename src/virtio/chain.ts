@@ -251,7 +251,16 @@ export class DescriptorChain {
     }
     try {
       if (!more) {
-        transferKnownLength(this.#context, firstAddr, buf, count, toGuest ? TO_GUEST : FROM_GUEST);
+        // A known-length transfer takes the buffer's whole length: a longer one is cut to
+        // `count` (a view, the one allocation of a copy that one buffer covers), or its
+        // tail would land past the descriptor.
+        transferKnownLength(
+          this.#context,
+          firstAddr,
+          count === length ? buf : fixedView(buf, 0, count),
+          count,
+          toGuest ? TO_GUEST : FROM_GUEST,
+        );
       } else {
         ranges.length = listed;
         this.#context.vector(
