@@ -33,7 +33,7 @@ import {
   invalidArgument,
   notInstance,
 } from './internal/check.js';
-import { copyIn, copyOut, copyPieces, emptyList } from './internal/copy.js';
+import { copyIn, copyOut, copyPieces, emptyList, type GuestStore } from './internal/copy.js';
 import { describe } from './internal/describe.js';
 import { uint8Length } from './internal/intrinsics.js';
 import { iommuAccess, isIommuDomain, type IommuDomain } from './iommu.js';
@@ -126,6 +126,9 @@ function invalidAttributes(message: string): DMAError {
  * it is inlined into every accessor's fast path.
  */
 function impliedBits(attrs: DMAAttributesLike | undefined, implied: number, op: string): number {
+  // No attributes (an ordered access: a ring index) first, then a number with nothing but
+  // the implied direction and RELAXED.
+  if (attrs === undefined) return implied;
   if (typeof attrs === 'number' && (attrs & (implied | RELAXED)) === attrs) return attrs | implied;
   return impliedSlow(attrs, implied, op);
 }
@@ -242,6 +245,35 @@ export let transferKnownLength: (
   length: number,
   bits: number,
 ) => void;
+
+/**
+ * A context's flat fast span, for the library's own devices (the virtqueue) to make RELAXED
+ * accesses directly: guest bytes `[lo, hi)` are at backing offset `addr + delta` in views of
+ * a shared backing that never change, with no IOMMU and no trace on the context, on a
+ * little-endian host, every offset an int32. A RELAXED access the context would make on its
+ * fast path is exactly a plain element access of these views (then a dirty mark for a
+ * write); ordered ones still go through the context's accessors.
+ * @internal
+ */
+export interface DirectSpan {
+  readonly lo: number;
+  readonly hi: number;
+  /** `delta % 8 === 0`: an aligned guest word is an aligned element. */
+  readonly delta: number;
+  readonly u16: Uint16Array;
+  readonly u32: Uint32Array;
+  /** The views the copies take. */
+  readonly store: GuestStore;
+  /** The memory's dirty log: a direct write marks it after storing. */
+  readonly dirty: DirtyBitmap | undefined;
+}
+
+/**
+ * The context's {@link DirectSpan}, or undefined where it has none (an IOMMU, a trace, a
+ * backing that may change, a big-endian host).
+ * @internal
+ */
+export let directSpan: (ctx: DMAContext) => DirectSpan | undefined;
 
 /**
  * A device's DMA window on a {@link GuestMemory}. Every accessor takes attributes and
@@ -1412,6 +1444,23 @@ export class DMAContext {
   static {
     isDMAContext = (value: unknown): value is DMAContext =>
       typeof value === 'object' && value !== null && #pieces in value;
+    directSpan = (ctx) => {
+      const lo = ctx.#lo;
+      const hi = ctx.#hi;
+      const delta = ctx.#delta;
+      if (!HOST_LITTLE_ENDIAN || hi < 0 || delta % 8 !== 0 || hi + delta > 0x7fff_ffff) {
+        return undefined;
+      }
+      return Object.freeze({
+        lo,
+        hi,
+        delta,
+        u16: ctx.#u16,
+        u32: ctx.#u32,
+        store: ctx.#flat,
+        dirty: ctx.#dirty,
+      });
+    };
     transferKnownLength = (ctx, addr, buf, length, bits) => {
       if ((bits & READ) !== 0) ctx.#readLength(addr, buf, length, bits);
       else ctx.#writeLength(addr, buf, length, bits);

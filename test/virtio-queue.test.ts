@@ -12,6 +12,9 @@ import {
   DMAError,
   DMAFault,
   GuestMemory,
+  type BarrierStrength,
+  type DMAAttributesLike,
+  type DMAContextOptions,
   type DMATraceEvent,
 } from '../src/index.js';
 import {
@@ -263,7 +266,13 @@ eachContext('pop, read, write, push', () => {
     driver.publish(2);
     const small = popChain(vq);
     expect(small.write(new Uint8Array(20).fill(9), 0)).toBe(16);
-    expect(driver.bytes(BUFFERS + 0x100, 20)).toEqual([...new Array<number>(16).fill(9), 0, 0, 0, 0]);
+    expect(driver.bytes(BUFFERS + 0x100, 20)).toEqual([
+      ...new Array<number>(16).fill(9),
+      0,
+      0,
+      0,
+      0,
+    ]);
   });
 
   it('walks a chain, gathers across descriptors from an offset and scatters into the writable part', () => {
@@ -372,6 +381,51 @@ eachContext('pop, read, write, push', () => {
     }
     expect(driver.usedIdx).toBe(70000 & 0xffff);
     expect(vq.nextAvail).toBe(70000 & 0xffff);
+  });
+
+  it('fill holds elements back until flush; a fill that would overwrite an unpublished one flushes', () => {
+    const { vq, driver } = setup({ size: 4 });
+    for (let index = 0; index < 4; index++)
+      driver.descriptor(index, BUFFERS + 16 * index, 8, WRITE);
+    for (let index = 0; index < 4; index++) driver.publish(index);
+    for (let index = 0; index < 3; index++) vq.fill(popChain(vq), index + 1);
+    expect(driver.usedIdx).toBe(0);
+    expect(vq.nextUsed).toBe(3);
+    expect([0, 1, 2].map((slot) => driver.usedElement(slot))).toEqual([
+      { id: 0, len: 1 },
+      { id: 1, len: 2 },
+      { id: 2, len: 3 },
+    ]);
+    vq.flush();
+    expect(driver.usedIdx).toBe(3);
+    vq.fill(popChain(vq), 8);
+    // Four more fills: the fourth finds four elements unpublished and flushes first.
+    for (let index = 0; index < 4; index++) driver.publish(index);
+    for (let index = 0; index < 3; index++) vq.fill(popChain(vq), 0);
+    expect(driver.usedIdx).toBe(3);
+    vq.fill(popChain(vq), 0);
+    expect(driver.usedIdx).toBe(7);
+    expect(vq.handle().nextUsed).toBe(8);
+    expect(driver.usedIdx).toBe(8);
+  });
+
+  it('refuses a used length that does not fit the u32 of the used element, writing nothing', () => {
+    const { vq, driver } = setup({ size: 4 });
+    driver.descriptor(0, BUFFERS, 0xffff_ffff, NEXT | WRITE, 1);
+    driver.descriptor(1, BUFFERS, 0xffff_ffff, WRITE);
+    driver.publish(0);
+    const chain = popChain(vq);
+    expect(chain.writableLength).toBe(2 * 0xffff_ffff);
+    const error = caught(() => {
+      vq.push(chain, 0x1_0000_0000);
+    }) as DMAError;
+    expect(error.code).toBe('ERR_DMA_INVALID_ARGUMENT');
+    expect(error.message).toMatch(/4294967296/);
+    expect(driver.usedElement(0)).toEqual({ id: 0, len: 0 });
+    expect(driver.usedIdx).toBe(0);
+    expect(vq.broken).toBe(false);
+    vq.push(chain, 0xffff_ffff);
+    expect(driver.usedElement(0)).toEqual({ id: 0, len: 0xffff_ffff });
   });
 
   it('refuses a chain pushed twice, a chain of another queue, a length past the writable part', () => {
@@ -581,6 +635,38 @@ describe('orderings, as trace shows them (SPEC §10)', () => {
       ['read', BUFFERS, 'none'],
       ['write', BUFFERS + 8, 'none'],
     ]);
+  });
+
+  it('fill writes only RELAXED elements; flush is the release barrier, then used.idx, once', () => {
+    const s = setup({ eventIdx: true });
+    for (const head of [0, 1, 2]) {
+      s.driver.descriptor(head, BUFFERS + 8 * head, 4, WRITE);
+      s.driver.publish(head);
+    }
+    const chains = [popChain(s.vq), popChain(s.vq), popChain(s.vq)];
+    s.events.length = 0;
+    for (const chain of chains) s.vq.fill(chain, 1);
+    expect(s.events.map((e) => [e.op, e.barrier])).toEqual(new Array(6).fill(['write', 'none']));
+    s.events.length = 0;
+    s.vq.flush();
+    s.vq.flush();
+    expect(s.events.map((e) => [e.op, e.addr, e.barrier])).toEqual([
+      ['barrier', USED + 2, 'release'],
+      ['write', USED + 2, 'release'],
+    ]);
+  });
+
+  it('needsNotification flushes filled elements before its full barrier', () => {
+    const s = setup({ eventIdx: true });
+    s.driver.descriptor(0, BUFFERS, 4, WRITE);
+    s.driver.publish(0);
+    s.vq.fill(popChain(s.vq), 2);
+    s.events.length = 0;
+    s.vq.needsNotification();
+    const stored = s.events.findIndex((e) => e.op === 'write' && e.addr === USED + 2);
+    const full = s.events.findIndex(isBarrier('full'));
+    expect(stored).toBeGreaterThanOrEqual(0);
+    expect(full).toBeGreaterThan(stored);
   });
 
   it('push: the RELAXED used element, then the release barrier, then used.idx', () => {
@@ -818,6 +904,100 @@ eachContext('hostile rings (SPEC §10)', () => {
   });
 });
 
+describe('the direct path of a plain context', () => {
+  /** A context that counts the calls of the accessors `SplitVirtqueue` uses. */
+  class CountingContext extends DMAContext {
+    calls: string[] = [];
+    override read(addr: number, buf: Uint8Array, attrs?: DMAAttributesLike): void {
+      this.calls.push(attrs === RELAXED ? 'read RELAXED' : 'read');
+      super.read(addr, buf, attrs);
+    }
+    override readU16LE(addr: number, attrs?: DMAAttributesLike): number {
+      this.calls.push(attrs === undefined ? 'readU16LE' : 'readU16LE RELAXED');
+      return super.readU16LE(addr, attrs);
+    }
+    override writeU16LE(addr: number, value: number, attrs?: DMAAttributesLike): void {
+      this.calls.push(attrs === undefined ? 'writeU16LE' : 'writeU16LE RELAXED');
+      super.writeU16LE(addr, value, attrs);
+    }
+    override writeU32LE(addr: number, value: number, attrs?: DMAAttributesLike): void {
+      this.calls.push('writeU32LE RELAXED');
+      super.writeU32LE(addr, value, attrs);
+    }
+    override write(addr: number, data: Uint8Array, attrs?: DMAAttributesLike): void {
+      this.calls.push('write');
+      super.write(addr, data, attrs);
+    }
+    override barrier(strength: BarrierStrength): void {
+      this.calls.push(`barrier ${strength}`);
+      super.barrier(strength);
+    }
+  }
+
+  function serveOne(options: DMAContextOptions): string[] {
+    const memory = new GuestMemory({ size: MEMORY_SIZE });
+    const driver = new Driver(new DMAContext(memory), 8);
+    driver.descriptor(0, BUFFERS, 4, NEXT, 1);
+    driver.descriptor(1, BUFFERS + 8, 4, WRITE);
+    driver.publish(0);
+    const ctx = new CountingContext(memory, options);
+    const vq = new SplitVirtqueue(ctx, {
+      size: 8,
+      desc: DESC,
+      avail: AVAIL,
+      used: USED,
+      eventIdx: true,
+    });
+    const chain = popChain(vq);
+    chain.read(new Uint8Array(4));
+    chain.write(Uint8Array.of(1, 2, 3, 4));
+    vq.push(chain, 4);
+    vq.needsNotification();
+    expect(driver.usedElement(0)).toEqual({ id: 0, len: 4 });
+    expect(driver.bytes(BUFFERS + 8, 4)).toEqual([1, 2, 3, 4]);
+    return ctx.calls;
+  }
+
+  it('makes the RELAXED ring and payload accesses itself; every ordered one and every barrier through the context', () => {
+    expect(serveOne({})).toEqual(['readU16LE', 'writeU16LE', 'barrier full', 'readU16LE']);
+  });
+
+  it('marks the dirty log for what it writes directly: the payload and the used element', () => {
+    const memory = new GuestMemory({ size: MEMORY_SIZE, dirtyLog: { clients: ['code'] } });
+    const log = memory.dirtyLog('code');
+    const driver = new Driver(new DMAContext(memory), 8);
+    driver.descriptor(0, BUFFERS + 0x1000, 4, WRITE);
+    driver.publish(0);
+    log.clear();
+    const vq = new SplitVirtqueue(new DMAContext(memory), {
+      size: 8,
+      desc: DESC,
+      avail: AVAIL,
+      used: USED,
+    });
+    const chain = popChain(vq);
+    expect(log.collect()).toEqual([]);
+    chain.write(Uint8Array.of(1, 2, 3, 4));
+    expect(log.isDirty(BUFFERS + 0x1000, 4)).toBe(true);
+    vq.fill(chain, 4);
+    expect(log.isDirty(USED + 4, 8)).toBe(true);
+  });
+
+  it('takes the accessors for every ring access when the context has a trace', () => {
+    expect(serveOne({ trace: () => undefined })).toEqual([
+      'readU16LE',
+      'readU16LE RELAXED',
+      'read RELAXED',
+      'read RELAXED',
+      'writeU32LE RELAXED',
+      'writeU32LE RELAXED',
+      'writeU16LE',
+      'barrier full',
+      'readU16LE',
+    ]);
+  });
+});
+
 describe('pop on arbitrary ring bytes (property)', () => {
   const SIZE = 8;
   const u16 = fc.integer({ min: 0, max: 0xffff });
@@ -869,6 +1049,16 @@ describe('pop on arbitrary ring bytes (property)', () => {
         for (const [addr, value] of r.noise) s.driver.ctx.writeU8(addr, value);
         const before = new Uint8Array(MEMORY_SIZE);
         s.driver.ctx.read(0, before, RELAXED);
+        // The same queue on a plain context, which reads the ring directly: it must find
+        // exactly what the traced one finds, through the accessors.
+        const direct = new SplitVirtqueue(new DMAContext(s.memory), {
+          size: SIZE,
+          desc: DESC,
+          avail: AVAIL,
+          used: USED,
+          indirect: r.indirect,
+          eventIdx: r.eventIdx,
+        });
         for (let call = 0; call < SIZE + 2; call++) {
           const nextAvail = s.vq.nextAvail;
           s.events.length = 0;
@@ -879,6 +1069,19 @@ describe('pop on arbitrary ring bytes (property)', () => {
           } catch (error) {
             failure = error;
           }
+          let directResult: DescriptorChain | undefined;
+          let directFailure: unknown;
+          try {
+            directResult = direct.pop();
+          } catch (error) {
+            directFailure = error;
+          }
+          const summary = (chain: DescriptorChain | undefined, error: unknown): unknown =>
+            error instanceof DMAError
+              ? [error.code, error.message]
+              : chain?.descriptors.map((d) => ({ ...d }));
+          expect(summary(directResult, directFailure)).toEqual(summary(result, failure));
+          expect(direct.broken).toBe(s.vq.broken);
           // One ordered index read, one ring entry, at most SIZE descriptors plus one
           // indirect, each with at most its barrier event.
           expect(s.events.length).toBeLessThanOrEqual(2 + 1 + SIZE + 1);

@@ -1,16 +1,17 @@
 /**
  * The device's side of the ring for the `attrs` and `attrs-no-full` variants: the library's
  * `SplitVirtqueue` (dma-attrs/virtio). `pop` takes a chain, `chain.read` gathers the request,
- * `chain.write` scatters the response, `push` publishes the used element and `used.idx`,
- * `needsNotification` decides the interrupt, and `enableNotification` asks for a kick and
- * looks again before the device sleeps. The orderings are the library's (SPEC §10): nothing
+ * `chain.write` scatters the response, `fill` writes the used element, `flush` publishes
+ * `used.idx` once per batch, `needsNotification` decides the interrupt, and
+ * `enableNotification` asks for a kick and looks again before the device sleeps. The orderings are the library's (SPEC §10): nothing
  * here issues a barrier.
  *
  * `attrs-no-full` is the same device on a {@link NoFullBarrierContext}: a `DMAContext`
  * subclass that skips `barrier('full')` and publishes the ring indices with plain stores.
- * `SplitVirtqueue` calls its context's public methods (`readU16LE`, `writeU16LE`,
- * `writeU32LE`, `read`, `barrier`), so a subclass sees every access it makes and can change
- * how one is done; the library has no option to drop a barrier, and needs none for this.
+ * `SplitVirtqueue` makes every ordered access and every barrier through its context's public
+ * methods (`readU16LE`, `writeU16LE`, `barrier`), so a subclass sees each of them and can
+ * change how one is done (RELAXED ring and payload accesses it may make directly); the
+ * library has no option to drop a barrier, and needs none for this.
  * Environment-neutral: no Node built-in. The ring's interface is handWrittenRing's (see
  * hand-written-ring.mjs).
  */
@@ -167,18 +168,21 @@ export function queueRing(memory, variant, options = {}) {
         const chain = vq.pop();
         if (chain === undefined) break;
         current = chain;
-        vq.push(chain, serveChain(chain));
+        vq.fill(chain, serveChain(chain));
         current = undefined;
       }
+      // One used.idx store (release) for the batch, as a hand-written ring makes it.
+      vq.flush();
     } catch (error) {
       // A malformed chain (ERR_DMA_VIRTQUEUE, consumed by pop) or a buffer that faults: a
       // corrupted request. A broken queue (an impossible avail.idx) stops the device.
       if (!(error instanceof DMAError)) throw error;
       ring.corrupted++;
       if (current !== undefined && !vq.broken) {
-        vq.push(current, 0);
+        vq.fill(current, 0);
         pushed++;
       }
+      if (!vq.broken) vq.flush();
       current = undefined;
       ring.broken = vq.broken;
     }

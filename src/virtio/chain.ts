@@ -5,9 +5,10 @@
  * @module
  */
 import { DMAAttributes } from '../attributes.js';
-import { transferKnownLength, type DMAContext } from '../context.js';
+import { transferKnownLength, type DirectSpan, type DMAContext } from '../context.js';
 import { DMAFault } from '../errors.js';
 import { bufferLength, checkLength, invalidArgument } from '../internal/check.js';
+import { copyIn, copyOut } from '../internal/copy.js';
 import { fixedView } from '../internal/intrinsics.js';
 
 /** One buffer of a chain, after indirect tables are expanded. */
@@ -35,8 +36,13 @@ const CREATE = Symbol('DescriptorChain');
  * @internal
  */
 export let chainAccess: {
-  /** A new, empty chain of `owner` (a queue). */
-  make(context: DMAContext, owner: object, ranges: number[]): DescriptorChain;
+  /** A new, empty chain of `owner` (a queue); `span` is the context's direct span, if any. */
+  make(
+    context: DMAContext,
+    span: DirectSpan | undefined,
+    owner: object,
+    ranges: number[],
+  ): DescriptorChain;
   /** Whether `pop` may refill the chain: it was pushed (or never handed out). */
   free(chain: DescriptorChain): boolean;
   /** Empties the chain for a walk from `head`; it stays free until `finish`. */
@@ -58,8 +64,13 @@ export let chainAccess: {
     firstWritable: number,
     indirectOf: number,
   ): DescriptorChain;
-  /** Marks `chain` as pushed if it came from `owner` and was not pushed yet. */
-  claim(chain: object, owner: object): boolean;
+  /**
+   * The writable length of `chain` if it is a chain `owner` popped and did not push yet,
+   * else -1; read from the chain's own fields, never its (replaceable) getters.
+   */
+  held(chain: object, owner: object): number;
+  /** Marks a chain {@link held} found as pushed; returns its head. */
+  claim(chain: DescriptorChain): number;
 };
 
 /**
@@ -98,6 +109,8 @@ export function descriptorName(index: number, indirectOf: number): string {
  */
 export class DescriptorChain {
   readonly #context: DMAContext;
+  /** The context's direct span: a copy inside it is a plain copy of the views. */
+  readonly #span: DirectSpan | undefined;
   readonly #owner: object;
   /** A scratch list of `[addr, length, ...]` the queue lends to every chain it pops. */
   readonly #ranges: number[];
@@ -121,9 +134,16 @@ export class DescriptorChain {
   #descriptors: readonly VirtqDescriptor[] | undefined;
 
   /** @internal Made only by {@link SplitVirtqueue.pop}. */
-  constructor(token: symbol, context: DMAContext, owner: object, ranges: number[]) {
+  constructor(
+    token: symbol,
+    context: DMAContext,
+    span: DirectSpan | undefined,
+    owner: object,
+    ranges: number[],
+  ) {
     if (token !== CREATE) throw new TypeError('DescriptorChain is made by SplitVirtqueue.pop()');
     this.#context = context;
+    this.#span = span;
     this.#owner = owner;
     this.#ranges = ranges;
   }
@@ -210,14 +230,55 @@ export class DescriptorChain {
     const part = toGuest ? this.#writableLength : this.#readableLength;
     if (offset >= part || length === 0) return 0;
     const count = Math.min(length, part - offset);
+    // The common case first: the part's first buffer holds the whole copy.
+    const at = toGuest ? this.#firstWritable : 0;
+    const firstLength = this.#lengths[at] as number;
+    if (offset < firstLength && count <= firstLength - offset) {
+      this.#one((this.#addrs[at] as number) + offset, buf, length, count, toGuest, at);
+      return count;
+    }
+    this.#gather(buf, length, offset, count, toGuest);
+    return count;
+  }
+
+  /** A copy of `count` bytes at `addr`, inside the chain's buffer `at`. */
+  #one(
+    addr: number,
+    buf: Uint8Array,
+    length: number,
+    count: number,
+    toGuest: boolean,
+    at: number,
+  ): void {
+    // A copy into guest memory takes the buffer's whole length: a longer one is cut to
+    // `count` (a view, the one allocation of a copy that one buffer covers), or its tail
+    // would land past the descriptor.
+    const whole = count === length ? buf : fixedView(buf, 0, count);
+    const span = this.#span;
+    if (span !== undefined && addr >= span.lo && addr + count <= span.hi) {
+      // The context's RELAXED fast path, written out: the copy, then the dirty mark.
+      if (toGuest) {
+        copyIn(span.store, addr + span.delta, whole, count);
+        span.dirty?.mark(addr, count);
+      } else {
+        copyOut(span.store, addr + span.delta, buf, count);
+      }
+      return;
+    }
+    try {
+      transferKnownLength(this.#context, addr, whole, count, toGuest ? TO_GUEST : FROM_GUEST);
+    } catch (error) {
+      throw error instanceof DMAFault ? this.#named(error, at) : error;
+    }
+  }
+
+  /** A copy over the buffers from `offset` into the part, as one vector access. */
+  #gather(buf: Uint8Array, length: number, offset: number, count: number, toGuest: boolean): void {
     const end = toGuest ? this.#count : this.#firstWritable;
     const addrs = this.#addrs;
     const lengths = this.#lengths;
-    // The first range in locals: a copy that one buffer covers (the common case) is one
-    // known-length transfer, without the list or the general path.
-    let firstAddr = 0;
-    let firstTake = 0;
-    let more = false;
+    // Refilled by index and cut to length after: `length = 0` would drop the list's storage
+    // in V8, and make the next push allocate it again.
     const ranges = this.#ranges;
     let listed = 0;
     let skip = offset;
@@ -230,51 +291,28 @@ export class DescriptorChain {
         continue;
       }
       const take = Math.min(bufferLength - skip, left);
-      if (first < 0) {
-        first = at;
-        firstAddr = (addrs[at] as number) + skip;
-        firstTake = take;
-      } else {
-        if (!more) {
-          more = true;
-          // Refilled by index and cut to length after: `length = 0` would drop the list's
-          // storage in V8, and make the next push allocate it again.
-          ranges[0] = firstAddr;
-          ranges[1] = firstTake;
-          listed = 2;
-        }
-        ranges[listed++] = (addrs[at] as number) + skip;
-        ranges[listed++] = take;
-      }
+      if (first < 0) first = at;
+      ranges[listed++] = (addrs[at] as number) + skip;
+      ranges[listed++] = take;
       skip = 0;
       left -= take;
     }
+    if (listed === 2) {
+      this.#one(ranges[0] as number, buf, length, count, toGuest, first);
+      return;
+    }
+    ranges.length = listed;
     try {
-      if (!more) {
-        // A known-length transfer takes the buffer's whole length: a longer one is cut to
-        // `count` (a view, the one allocation of a copy that one buffer covers), or its
-        // tail would land past the descriptor.
-        transferKnownLength(
-          this.#context,
-          firstAddr,
-          count === length ? buf : fixedView(buf, 0, count),
-          count,
-          toGuest ? TO_GUEST : FROM_GUEST,
-        );
-      } else {
-        ranges.length = listed;
-        this.#context.vector(
-          ranges,
-          count,
-          count === length ? buf : fixedView(buf, 0, count),
-          RELAXED,
-          toGuest,
-        );
-      }
+      this.#context.vector(
+        ranges,
+        count,
+        count === length ? buf : fixedView(buf, 0, count),
+        RELAXED,
+        toGuest,
+      );
     } catch (error) {
       throw error instanceof DMAFault ? this.#named(error, first) : error;
     }
-    return count;
   }
 
   /** The fault again, its message naming the descriptor whose buffer faulted. */
@@ -302,7 +340,8 @@ export class DescriptorChain {
 
   static {
     chainAccess = {
-      make: (context, owner, ranges) => new DescriptorChain(CREATE, context, owner, ranges),
+      make: (context, span, owner, ranges) =>
+        new DescriptorChain(CREATE, context, span, owner, ranges),
       free: (chain) => chain.#pushed,
       start: (chain, head) => {
         chain.#head = head;
@@ -326,10 +365,11 @@ export class DescriptorChain {
         chain.#pushed = false;
         return chain;
       },
-      claim: (chain, owner) => {
-        if (!(#pushed in chain) || chain.#owner !== owner || chain.#pushed) return false;
+      held: (chain, owner) =>
+        #pushed in chain && chain.#owner === owner && !chain.#pushed ? chain.#writableLength : -1,
+      claim: (chain) => {
         chain.#pushed = true;
-        return true;
+        return chain.#head;
       },
     };
   }

@@ -5,7 +5,8 @@
  * @module
  */
 import { DMAAttributes } from '../attributes.js';
-import { isDMAContext, type DMAContext } from '../context.js';
+import { directSpan, isDMAContext, type DirectSpan, type DMAContext } from '../context.js';
+import type { DirtyBitmap } from '../dirty.js';
 import { DMAError, DMAFault } from '../errors.js';
 import { ADDRESS_LIMIT, invalidArgument, isSafeIndex, notInstance } from '../internal/check.js';
 import { describe } from '../internal/describe.js';
@@ -120,6 +121,7 @@ export class SplitVirtqueue {
   /** VIRTIO_F_INDIRECT_DESC is in use. */
   readonly indirect: boolean;
   readonly #context: DMAContext;
+  readonly #span: DirectSpan | undefined;
   readonly #availIdx: number;
   readonly #availRing: number;
   readonly #usedEvent: number;
@@ -127,6 +129,21 @@ export class SplitVirtqueue {
   readonly #usedRing: number;
   readonly #availEvent: number;
   readonly #mask: number;
+  // The context's direct span (see DirectSpan in context.ts): where a RELAXED access lies
+  // in it, the queue makes it as the context's fast path would, a plain element access of
+  // the views, without the call. Ordered accesses and barriers always go through the
+  // context, so that a trace or a subclass sees each of them. Without a span (an IOMMU, a
+  // trace, a backing that may change), `#hi` is -1 and every test below fails.
+  readonly #lo: number;
+  readonly #hi: number;
+  readonly #delta: number;
+  readonly #u16: Uint16Array;
+  readonly #u32: Uint32Array;
+  readonly #dirty: DirtyBitmap | undefined;
+  /** The u16 element of avail ring entry 0 when the whole ring is in the span, else -1. */
+  readonly #availWord: number;
+  /** The u32 element of used element 0 when the whole used ring is in the span, else -1. */
+  readonly #usedWord: number;
   /** One descriptor, read in one access. */
   readonly #scratch = new Uint8Array(VIRTQ_DESC_SIZE);
   readonly #view = new DataView(this.#scratch.buffer);
@@ -136,6 +153,8 @@ export class SplitVirtqueue {
   readonly #chains: (DescriptorChain | undefined)[] = [];
   #nextAvail = 0;
   #nextUsed = 0;
+  /** `used.idx` as this device last stored it: `#nextUsed` less the elements not flushed. */
+  #publishedUsed = 0;
   /** The last `avail.idx` read (with acquire), so a batch costs one ordered read. */
   #seenAvail = 0;
   #signalledUsed = -1;
@@ -177,6 +196,20 @@ export class SplitVirtqueue {
     this.#usedIdx = this.used + 2;
     this.#usedRing = this.used + 4;
     this.#availEvent = this.used + 4 + 8 * size;
+    const span = directSpan(context);
+    const lo = span?.lo ?? 0;
+    const hi = span?.hi ?? -1;
+    const delta = span?.delta ?? 0;
+    this.#span = span;
+    this.#lo = lo;
+    this.#hi = hi;
+    this.#delta = delta;
+    this.#u16 = span?.u16 ?? new Uint16Array(0);
+    this.#u32 = span?.u32 ?? new Uint32Array(0);
+    this.#dirty = span?.dirty;
+    const inSpan = (addr: number, length: number): boolean => addr >= lo && addr + length <= hi;
+    this.#availWord = inSpan(this.#availRing, 2 * size) ? (this.#availRing + delta) / 2 : -1;
+    this.#usedWord = inSpan(this.#usedRing, 8 * size) ? (this.#usedRing + delta) / 4 : -1;
   }
 
   /** The queue cannot continue (virtio's DEVICE_NEEDS_RESET): every `pop`/`push` throws. */
@@ -230,11 +263,16 @@ export class SplitVirtqueue {
       if (pending === 0) return undefined;
     }
     let head: number;
-    try {
-      head = context.readU16LE(this.#availRing + 2 * (nextAvail & this.#mask), RELAXED);
-    } catch (error) {
-      this.#broken = true;
-      throw error;
+    const availWord = this.#availWord;
+    if (availWord >= 0) {
+      head = this.#u16[availWord + (nextAvail & this.#mask)] as number;
+    } else {
+      try {
+        head = context.readU16LE(this.#availRing + 2 * (nextAvail & this.#mask), RELAXED);
+      } catch (error) {
+        this.#broken = true;
+        throw error;
+      }
     }
     // Consumed before it is parsed: a bad chain is never returned twice.
     this.#nextAvail = (nextAvail + 1) & 0xffff;
@@ -262,7 +300,7 @@ export class SplitVirtqueue {
     if (chain === undefined || !chainAccess.free(chain)) {
       // The first pop of this head, or a driver that offers a head the device still holds:
       // a chain of its own (kept for reuse only in the first case).
-      const made = chainAccess.make(context, this, this.#ranges);
+      const made = chainAccess.make(context, this.#span, this, this.#ranges);
       if (chain === undefined) this.#chains[head] = made;
       chain = made;
     }
@@ -275,15 +313,34 @@ export class SplitVirtqueue {
     let readable = 0;
     let writable = 0;
     let firstWritable = -1;
+    const lo = this.#lo;
+    const hi = this.#hi;
+    const delta = this.#delta;
+    const u32 = this.#u32;
     for (;;) {
-      this.#walkIndex = index;
-      this.#walkIndirectOf = indirectOf;
-      context.read(table + VIRTQ_DESC_SIZE * index, scratch, RELAXED);
-      const low = view.getUint32(0, true);
-      const high = view.getUint32(4, true);
-      const length = view.getUint32(8, true);
-      const flags = view.getUint16(12, true);
-      const next = view.getUint16(14, true);
+      const at = table + VIRTQ_DESC_SIZE * index;
+      let low: number;
+      let high: number;
+      let length: number;
+      let last: number;
+      if (at >= lo && at + VIRTQ_DESC_SIZE <= hi && ((at + delta) & 3) === 0) {
+        // In the span and word-aligned: the four words, each loaded once.
+        const word = (at + delta) >> 2;
+        low = u32[word] as number;
+        high = u32[word + 1] as number;
+        length = u32[word + 2] as number;
+        last = u32[word + 3] as number;
+      } else {
+        this.#walkIndex = index;
+        this.#walkIndirectOf = indirectOf;
+        context.read(at, scratch, RELAXED);
+        low = view.getUint32(0, true);
+        high = view.getUint32(4, true);
+        length = view.getUint32(8, true);
+        last = view.getUint32(12, true);
+      }
+      const flags = last & 0xffff;
+      const next = last >>> 16;
       if (high >= HIGH_LIMIT || ADDRESS_LIMIT - (high * HIGH + low) < length) {
         throw this.#bad(head, index, indirectOf, 'addr + len leaves the 2^53 address space');
       }
@@ -366,46 +423,104 @@ export class SplitVirtqueue {
 
   /**
    * Returns a chain to the driver: the used element `{ id: head, len: writtenLength }`
-   * RELAXED, then `used.idx` with release.
+   * RELAXED, then `used.idx` with release. {@link SplitVirtqueue.fill} then
+   * {@link SplitVirtqueue.flush}.
    *
    * @param chain - a chain this queue popped and did not push yet.
-   * @param writtenLength - the bytes the device wrote, at most `chain.writableLength`.
+   * @param writtenLength - the bytes the device wrote, at most `chain.writableLength` (and
+   *   2^32 - 1, the used element's `len` being a u32).
    * @throws {@link dma-attrs!DMAError | DMAError} `ERR_DMA_INVALID_ARGUMENT` for a chain of another queue, one
    * pushed already, or a bad length; `ERR_DMA_VIRTQUEUE` when the queue is broken; the
    * {@link dma-attrs!DMAFault | DMAFault} of a used-ring access (the queue is then broken).
    */
   push(chain: DescriptorChain, writtenLength: number): void {
+    this.fill(chain, writtenLength);
+    this.flush();
+  }
+
+  /**
+   * Writes a chain's used element `{ id: head, len: writtenLength }` RELAXED, without
+   * publishing it: the driver sees it at the next {@link SplitVirtqueue.flush} (QEMU's
+   * `virtqueue_fill`), so that a device that serves a batch stores `used.idx`, an ordered
+   * store, once for the batch. {@link SplitVirtqueue.needsNotification} and
+   * {@link SplitVirtqueue.handle} flush first, and a fill that would overwrite an element
+   * not yet published (`size` fills in a row) flushes before it.
+   *
+   * @param chain - a chain this queue popped and did not push yet.
+   * @param writtenLength - as {@link SplitVirtqueue.push}'s.
+   * @throws as {@link SplitVirtqueue.push}.
+   * @example
+   * ```ts
+   * let chain;
+   * while ((chain = vq.pop()) !== undefined) vq.fill(chain, serve(chain));
+   * vq.flush();
+   * if (vq.needsNotification()) raiseInterrupt();
+   * ```
+   */
+  fill(chain: DescriptorChain, writtenLength: number): void {
     if (this.#broken) throw virtqueueError('the queue is broken and needs a reset');
     if (typeof chain !== 'object' || (chain as unknown) === null) {
       invalidArgument('chain', 'a DescriptorChain this queue popped', chain);
     }
-    const writableLength = chain.writableLength;
-    if (!isSafeIndex(writtenLength) || writtenLength > writableLength) {
-      invalidArgument('writtenLength', `an integer from 0 to ${writableLength}`, writtenLength);
-    }
-    if (!chainAccess.claim(chain, this)) {
+    const writableLength = chainAccess.held(chain, this);
+    if (writableLength < 0) {
       invalidArgument('chain', 'a DescriptorChain this queue popped and did not push yet', chain);
     }
-    const context = this.#context;
+    // The used element's len is a u32, whatever the chain offers.
+    const most = Math.min(writableLength, 0xffff_ffff);
+    if (!isSafeIndex(writtenLength) || writtenLength > most) {
+      invalidArgument('writtenLength', `an integer from 0 to ${most}`, writtenLength);
+    }
+    // An element the driver has not been shown is never overwritten.
+    if (((this.#nextUsed - this.#publishedUsed) & 0xffff) >= this.size) this.flush();
+    const head = chainAccess.claim(chain);
     const nextUsed = this.#nextUsed;
-    const element = this.#usedRing + 8 * (nextUsed & this.#mask);
-    const published = (nextUsed + 1) & 0xffff;
+    const slot = nextUsed & this.#mask;
+    const element = this.#usedRing + 8 * slot;
+    const usedWord = this.#usedWord;
+    if (usedWord >= 0) {
+      const u32 = this.#u32;
+      u32[usedWord + 2 * slot] = head;
+      u32[usedWord + 2 * slot + 1] = writtenLength;
+      this.#dirty?.mark(element, 8);
+    } else {
+      try {
+        this.#context.writeU32LE(element, head, RELAXED);
+        this.#context.writeU32LE(element + 4, writtenLength, RELAXED);
+      } catch (error) {
+        this.#broken = true;
+        throw error;
+      }
+    }
+    this.#nextUsed = (nextUsed + 1) & 0xffff;
+  }
+
+  /**
+   * Publishes the used elements filled since the last flush: `used.idx` with release, so
+   * that the driver that sees the index sees the elements and the payloads. Nothing when
+   * there are none.
+   *
+   * @throws {@link dma-attrs!DMAError | DMAError} `ERR_DMA_VIRTQUEUE` when the queue is broken; the
+   * {@link dma-attrs!DMAFault | DMAFault} of the `used.idx` store (the queue is then broken).
+   */
+  flush(): void {
+    if (this.#broken) throw virtqueueError('the queue is broken and needs a reset');
+    const nextUsed = this.#nextUsed;
+    if (nextUsed === this.#publishedUsed) return;
     try {
-      context.writeU32LE(element, chain.head, RELAXED);
-      context.writeU32LE(element + 4, writtenLength, RELAXED);
-      // Release: the element and the payload are visible before the index that publishes
+      // Release: the elements and the payload are visible before the index that publishes
       // them (virtio 1.2 §2.7.8; the bug of TinyEMU and jor1k is this store first).
-      context.writeU16LE(this.#usedIdx, published);
+      this.#context.writeU16LE(this.#usedIdx, nextUsed);
     } catch (error) {
       this.#broken = true;
       throw error;
     }
-    this.#nextUsed = published;
+    this.#publishedUsed = nextUsed;
   }
 
   /**
-   * Whether the driver wants an interrupt for what was pushed since the last call. A full
-   * barrier first orders the `used.idx` store before the load of `used_event` (EVENT_IDX)
+   * Whether the driver wants an interrupt for what was pushed since the last call. Filled
+   * elements are flushed first ({@link SplitVirtqueue.flush}). A full barrier then orders the `used.idx` store before the load of `used_event` (EVENT_IDX)
    * or `avail.flags`: without it the device can read a stale value while the driver reads
    * a stale `used.idx`, and both sleep (rust-vmm virtio-queue PR #18).
    *
@@ -413,6 +528,7 @@ export class SplitVirtqueue {
    * @throws the {@link dma-attrs!DMAFault | DMAFault} of an avail-ring access.
    */
   needsNotification(): boolean {
+    if (!this.#broken) this.flush();
     const context = this.#context;
     const nextUsed = this.#nextUsed;
     context.barrier('full');
@@ -457,6 +573,7 @@ export class SplitVirtqueue {
 
   /**
    * The layout and the device's position, to continue the queue elsewhere (a worker).
+   * Filled elements are flushed first, so that the position is one the driver has seen.
    *
    * @example
    * ```ts
@@ -466,6 +583,7 @@ export class SplitVirtqueue {
    * ```
    */
   handle(): SplitVirtqueueHandle {
+    if (!this.#broken) this.flush();
     return {
       kind: 'dma-attrs:split-virtqueue',
       size: this.size,
@@ -517,6 +635,7 @@ export class SplitVirtqueue {
     queue.#nextAvail = nextAvail;
     queue.#seenAvail = nextAvail;
     queue.#nextUsed = nextUsed;
+    queue.#publishedUsed = nextUsed;
     queue.#signalledUsed = signalledUsed;
     queue.#broken = broken;
     return queue;
