@@ -252,8 +252,8 @@ export class DescriptorChain {
   ): void {
     // A copy into guest memory takes the buffer's whole length: a longer one is cut to
     // `count` (a view, the one allocation of a copy that one buffer covers), or its tail
-    // would land past the descriptor.
-    const whole = count === length ? buf : fixedView(buf, 0, count);
+    // would land past the descriptor. A copy out stores only `count` bytes into `buf`.
+    const whole = toGuest && count !== length ? fixedView(buf, 0, count) : buf;
     const span = this.#span;
     if (span !== undefined && addr >= span.lo && addr + count <= span.hi) {
       // The context's RELAXED fast path, written out: the copy, then the dirty mark.
