@@ -252,7 +252,8 @@ export let transferKnownLength: (
  * a shared backing that never change, with no IOMMU and no trace on the context, on a
  * little-endian host, every offset an int32. A RELAXED access the context would make on its
  * fast path is exactly a plain element access of these views (then a dirty mark for a
- * write); ordered ones still go through the context's accessors.
+ * write); an ordered u16 access or a barrier only where `ordered` says that the context's
+ * accessors are the library's own, exactly as they make it.
  * @internal
  */
 export interface DirectSpan {
@@ -266,6 +267,17 @@ export interface DirectSpan {
   readonly store: GuestStore;
   /** The memory's dirty log: a direct write marks it after storing. */
   readonly dirty: DirtyBitmap | undefined;
+  /**
+   * The context's `readU16LE`, `writeU16LE` and `barrier` are the library's own (no subclass
+   * or instance overrides them, nothing replaced them on the prototype): then an ordered
+   * aligned u16 access in the span may also be made directly, as those accessors make it
+   * (`fence`/`fenceMask`, `Atomics.load`/`Atomics.store`, the dirty mark).
+   */
+  readonly ordered: boolean;
+  /** The word the context's barriers fence on, undefined for memory one agent sees. */
+  readonly fence: Int32Array | undefined;
+  /** Bit `1 << strength` is set for each strength that costs the fence RMW. */
+  readonly fenceMask: number;
 }
 
 /**
@@ -274,6 +286,11 @@ export interface DirectSpan {
  * @internal
  */
 export let directSpan: (ctx: DMAContext) => DirectSpan | undefined;
+
+/** The library's own accessors, as the class defines them, for {@link DirectSpan.ordered}. */
+let OWN_READ_U16: unknown;
+let OWN_WRITE_U16: unknown;
+let OWN_BARRIER: unknown;
 
 /**
  * A device's DMA window on a {@link GuestMemory}. Every accessor takes attributes and
@@ -1444,6 +1461,9 @@ export class DMAContext {
   static {
     isDMAContext = (value: unknown): value is DMAContext =>
       typeof value === 'object' && value !== null && #pieces in value;
+    OWN_READ_U16 = Reflect.get(DMAContext.prototype, 'readU16LE');
+    OWN_WRITE_U16 = Reflect.get(DMAContext.prototype, 'writeU16LE');
+    OWN_BARRIER = Reflect.get(DMAContext.prototype, 'barrier');
     directSpan = (ctx) => {
       const lo = ctx.#lo;
       const hi = ctx.#hi;
@@ -1451,6 +1471,7 @@ export class DMAContext {
       if (!HOST_LITTLE_ENDIAN || hi < 0 || delta % 8 !== 0 || hi + delta > 0x7fff_ffff) {
         return undefined;
       }
+      const fence = ctx.#fence;
       return Object.freeze({
         lo,
         hi,
@@ -1459,6 +1480,12 @@ export class DMAContext {
         u32: ctx.#u32,
         store: ctx.#flat,
         dirty: ctx.#dirty,
+        ordered:
+          Reflect.get(ctx, 'readU16LE') === OWN_READ_U16 &&
+          Reflect.get(ctx, 'writeU16LE') === OWN_WRITE_U16 &&
+          Reflect.get(ctx, 'barrier') === OWN_BARRIER,
+        fence: fence.word,
+        fenceMask: fence.mask,
       });
     };
     transferKnownLength = (ctx, addr, buf, length, bits) => {

@@ -5,7 +5,7 @@
  * `trace` shows them, and every hostile ring of §10.
  */
 import fc from 'fast-check';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import {
   DMAAttributes,
   DMAContext,
@@ -16,6 +16,7 @@ import {
   type DMAAttributesLike,
   type DMAContextOptions,
   type DMATraceEvent,
+  type GuestMemoryOptions,
 } from '../src/index.js';
 import {
   DescriptorChain,
@@ -230,6 +231,25 @@ describe('SplitVirtqueue construction', () => {
 eachContext('pop, read, write, push', () => {
   it('returns undefined on an empty ring', () => {
     const { vq } = setup();
+    expect(vq.pop()).toBeUndefined();
+  });
+
+  it('available counts the chains published and not popped; pop takes that many, then looks again', () => {
+    const { vq, driver } = setup();
+    expect(vq.available()).toBe(0);
+    for (let head = 0; head < 4; head++) driver.descriptor(head, BUFFERS + 16 * head, 16);
+    driver.publish(0);
+    driver.publish(1);
+    driver.publish(2);
+    expect(vq.available()).toBe(3);
+    expect(popChain(vq).head).toBe(0);
+    // Published after the count: the count's chains come first, then pop finds this one.
+    driver.publish(3);
+    expect(popChain(vq).head).toBe(1);
+    expect(vq.available()).toBe(2);
+    expect(popChain(vq).head).toBe(2);
+    expect(popChain(vq).head).toBe(3);
+    expect(vq.available()).toBe(0);
     expect(vq.pop()).toBeUndefined();
   });
 
@@ -622,6 +642,25 @@ describe('orderings, as trace shows them (SPEC §10)', () => {
     expect(events.some((e) => e.op === 'write' || e.op === 'set')).toBe(false);
   });
 
+  it('available: avail.idx read, then the acquire barrier; the pops it counted read avail.idx no more', () => {
+    const s = setup();
+    s.driver.descriptor(0, BUFFERS, 1);
+    s.driver.descriptor(1, BUFFERS + 1, 1);
+    s.driver.publish(0);
+    s.driver.publish(1);
+    s.events.length = 0;
+    expect(s.vq.available()).toBe(2);
+    expect(s.events).toEqual([
+      { op: 'read', addr: AVAIL + 2, length: 2, attrs: DMAAttributes.READ, barrier: 'acquire' },
+      { op: 'barrier', addr: AVAIL + 2, length: 2, attrs: DMAAttributes.READ, barrier: 'acquire' },
+    ]);
+    s.events.length = 0;
+    popChain(s.vq);
+    popChain(s.vq);
+    expect(s.events.some((e) => e.addr === AVAIL + 2)).toBe(false);
+    expect(s.events.every((e) => e.op === 'read' && e.barrier === 'none')).toBe(true);
+  });
+
   it('chain.read and chain.write are RELAXED', () => {
     const s = setup();
     s.driver.descriptor(0, BUFFERS, 2, NEXT, 1);
@@ -866,6 +905,18 @@ eachContext('hostile rings (SPEC §10)', () => {
     expect(s.vq.handle().broken).toBe(true);
   });
 
+  it('an avail.idx more than size ahead breaks the queue in available too', () => {
+    const s = setup();
+    s.driver.setAvailIdx(200);
+    expectVirtqueueError(
+      () => s.vq.available(),
+      /avail\.idx 200 is 200 entries ahead .* queue size 8/,
+    );
+    expect(s.vq.broken).toBe(true);
+    s.driver.setAvailIdx(0);
+    expectVirtqueueError(() => s.vq.available(), /broken/);
+  });
+
   it('an avail.idx that goes backwards breaks the queue', () => {
     const s = setup();
     s.driver.descriptor(0, BUFFERS, 1);
@@ -960,6 +1011,126 @@ describe('the direct path of a plain context', () => {
 
   it('makes the RELAXED ring and payload accesses itself; every ordered one and every barrier through the context', () => {
     expect(serveOne({})).toEqual(['readU16LE', 'writeU16LE', 'barrier full', 'readU16LE']);
+  });
+
+  /** A context whose index accessors and `barrier` are its own, doing what the library's do. */
+  class PassThroughContext extends DMAContext {
+    override readU16LE(addr: number, attrs?: DMAAttributesLike): number {
+      return super.readU16LE(addr, attrs);
+    }
+    override writeU16LE(addr: number, value: number, attrs?: DMAAttributesLike): void {
+      super.writeU16LE(addr, value, attrs);
+    }
+    override barrier(strength: BarrierStrength): void {
+      super.barrier(strength);
+    }
+  }
+
+  /**
+   * Serves two chains and decides both notifications on `ctx`'s queue, recording every
+   * `Atomics` call the device makes: which word (the fence word, or a guest address) and
+   * with what. Returns the calls, the guest bytes after, and the dirty pages.
+   */
+  function atomicsOf(
+    options: GuestMemoryOptions,
+    make: (memory: GuestMemory) => DMAContext,
+  ): { calls: unknown[][]; bytes: number[]; dirty: number[] } {
+    const memory = new GuestMemory({
+      size: MEMORY_SIZE,
+      dirtyLog: { clients: ['code'], pageSize: 64 },
+      ...options,
+    });
+    const log = memory.dirtyLog('code');
+    const driver = new Driver(new DMAContext(memory), 8);
+    driver.descriptor(0, BUFFERS, 4, NEXT, 1);
+    driver.descriptor(1, BUFFERS + 0x100, 4, WRITE);
+    driver.descriptor(2, BUFFERS + 0x200, 4, WRITE);
+    driver.publish(0);
+    driver.publish(2);
+    driver.usedEvent = 0;
+    const vq = new SplitVirtqueue(make(memory), {
+      size: 8,
+      desc: DESC,
+      avail: AVAIL,
+      used: USED,
+      eventIdx: true,
+    });
+    log.clear();
+    const fence = memory.fenceLocation;
+    const calls: unknown[][] = [];
+    const where = (array: Int32Array | Uint16Array, index: number): string =>
+      array.buffer === fence?.buffer && array.byteOffset + 4 * index === fence.byteOffset
+        ? 'fence'
+        : `guest ${array.byteOffset + array.BYTES_PER_ELEMENT * index - memory.offsetOf(0, 1)}`;
+    for (const op of ['load', 'store', 'add'] as const) {
+      const original = Reflect.get(Atomics, op) as (...args: unknown[]) => unknown;
+      vi.spyOn(Atomics, op).mockImplementation(((...args: unknown[]) => {
+        const [array, index, value] = args as [Int32Array, number, number | undefined];
+        calls.push([op, where(array, index), value]);
+        return Reflect.apply(original, Atomics, args);
+      }) as never);
+    }
+    expect(vq.available()).toBe(2);
+    const first = popChain(vq);
+    first.write(Uint8Array.of(9, 8, 7, 6));
+    vq.fill(first, 4);
+    vq.flush();
+    const needed = vq.needsNotification();
+    const second = popChain(vq);
+    vq.push(second, 0);
+    expect(vq.pop()).toBeUndefined();
+    const worked = vq.enableNotification();
+    vi.restoreAllMocks();
+    const bytes = new Uint8Array(0x3000);
+    memory.read(0, bytes);
+    return {
+      calls: [...calls, ['needed', needed, worked]],
+      bytes: [...bytes],
+      dirty: log.collect(),
+    };
+  }
+
+  it.each<[string, GuestMemoryOptions]>([
+    ["'strict'", { barrierPolicy: 'strict' }],
+    ["'tso'", { barrierPolicy: 'tso' }],
+  ])(
+    'makes the ordered index accesses and barriers of a plain context as its accessors would, under %s',
+    (_name, options) => {
+      const direct = atomicsOf(options, (memory) => new DMAContext(memory));
+      const through = atomicsOf(options, (memory) => new PassThroughContext(memory));
+      expect(direct).toEqual(through);
+      // The ordered accesses of §10, each an Atomics operation on its own word.
+      const indices = direct.calls.filter(([op]) => op === 'load' || op === 'store');
+      expect(indices).toEqual([
+        ['load', `guest ${AVAIL + 2}`, undefined],
+        ['store', `guest ${USED + 2}`, 1],
+        ['load', `guest ${AVAIL + 4 + 2 * 8}`, undefined],
+        ['store', `guest ${USED + 2}`, 2],
+        ['load', `guest ${AVAIL + 2}`, undefined],
+        ['store', `guest ${USED + 4 + 8 * 8}`, 2],
+        ['load', `guest ${AVAIL + 2}`, undefined],
+      ]);
+      const fences = direct.calls.filter(([op]) => op === 'add').length;
+      // Two full barriers always; under 'strict' also one per acquire (4) and release (3).
+      expect(fences).toBe(options.barrierPolicy === 'strict' ? 9 : 2);
+      expect(direct.dirty.length).toBeGreaterThan(0);
+    },
+  );
+
+  it('calls a barrier or an accessor replaced on the instance before the queue was made', () => {
+    const memory = new GuestMemory({ size: MEMORY_SIZE });
+    const driver = new Driver(new DMAContext(memory), 8);
+    driver.descriptor(0, BUFFERS, 4);
+    driver.publish(0);
+    const ctx = new DMAContext(memory);
+    const barrier = vi.spyOn(ctx, 'barrier');
+    const read = vi.spyOn(ctx, 'readU16LE');
+    const vq = new SplitVirtqueue(ctx, { size: 8, desc: DESC, avail: AVAIL, used: USED });
+    vq.push(popChain(vq), 0);
+    vq.needsNotification();
+    expect(barrier.mock.calls).toEqual([['full']]);
+    expect(read.mock.calls).toEqual([[AVAIL + 2], [AVAIL]]);
+    vi.restoreAllMocks();
   });
 
   it('marks the dirty log for what it writes directly: the payload and the used element', () => {

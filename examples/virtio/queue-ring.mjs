@@ -1,16 +1,18 @@
 /**
  * The device's side of the ring for the `attrs` and `attrs-no-full` variants: the library's
- * `SplitVirtqueue` (dma-attrs/virtio). `pop` takes a chain, `chain.read` gathers the request,
- * `chain.write` scatters the response, `fill` writes the used element, `flush` publishes
- * `used.idx` once per batch, `needsNotification` decides the interrupt, and
- * `enableNotification` asks for a kick and looks again before the device sleeps. The orderings are the library's (SPEC §10): nothing
+ * `SplitVirtqueue` (dma-attrs/virtio). `available` counts what the driver published, `pop`
+ * takes each of those chains, `chain.read` gathers the request, `chain.write` scatters the
+ * response, `fill` writes the used element, `flush` publishes `used.idx` once per batch,
+ * `needsNotification` decides the interrupt, and `enableNotification` asks for a kick and
+ * looks again before the device sleeps. The orderings are the library's (SPEC §10): nothing
  * here issues a barrier.
  *
  * `attrs-no-full` is the same device on a {@link NoFullBarrierContext}: a `DMAContext`
  * subclass that skips `barrier('full')` and publishes the ring indices with plain stores.
- * `SplitVirtqueue` makes every ordered access and every barrier through its context's public
- * methods (`readU16LE`, `writeU16LE`, `barrier`), so a subclass sees each of them and can
- * change how one is done (RELAXED ring and payload accesses it may make directly); the
+ * On a context that overrides `readU16LE`, `writeU16LE` or `barrier`, `SplitVirtqueue` makes
+ * every ordered access and every barrier through those public methods, so a subclass sees
+ * each of them and can change how one is done (RELAXED ring and payload accesses it may
+ * make directly); the
  * library has no option to drop a barrier, and needs none for this.
  * Environment-neutral: no Node built-in. The ring's interface is handWrittenRing's (see
  * hand-written-ring.mjs).
@@ -164,7 +166,8 @@ export function queueRing(memory, variant, options = {}) {
     const firstAvail = vq.nextAvail;
     let pushed = 0;
     try {
-      for (; pushed < QUEUE_SIZE; pushed++) {
+      // One batch: what avail.idx shows now, handed back as soon as it is served.
+      for (let count = vq.available(); pushed < count; pushed++) {
         const chain = vq.pop();
         if (chain === undefined) break;
         current = chain;

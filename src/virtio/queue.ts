@@ -5,6 +5,7 @@
  * @module
  */
 import { DMAAttributes } from '../attributes.js';
+import { ACQUIRE, FULL, RELEASE } from '../barrier.js';
 import { directSpan, isDMAContext, type DirectSpan, type DMAContext } from '../context.js';
 import type { DirtyBitmap } from '../dirty.js';
 import { DMAError, DMAFault } from '../errors.js';
@@ -131,9 +132,10 @@ export class SplitVirtqueue {
   readonly #mask: number;
   // The context's direct span (see DirectSpan in context.ts): where a RELAXED access lies
   // in it, the queue makes it as the context's fast path would, a plain element access of
-  // the views, without the call. Ordered accesses and barriers always go through the
-  // context, so that a trace or a subclass sees each of them. Without a span (an IOMMU, a
-  // trace, a backing that may change), `#hi` is -1 and every test below fails.
+  // the views, without the call. Ordered accesses and barriers go through the context
+  // unless its accessors are the library's own (the index words below), so that a trace or
+  // a subclass sees each of them. Without a span (an IOMMU, a trace, a backing that may
+  // change), `#hi` is -1 and every test below fails.
   readonly #lo: number;
   readonly #hi: number;
   readonly #delta: number;
@@ -144,6 +146,21 @@ export class SplitVirtqueue {
   readonly #availWord: number;
   /** The u32 element of used element 0 when the whole used ring is in the span, else -1. */
   readonly #usedWord: number;
+  // The four indices, as u16 elements, when the span's `ordered` says the context's u16
+  // accessors and `barrier` are the library's own; else -1, and the queue calls them. The
+  // ordered access is then made here exactly as the accessor makes it: `Atomics.load` then
+  // the acquire fence, the release fence then `Atomics.store` and the dirty mark.
+  readonly #availIdxWord: number;
+  readonly #usedEventWord: number;
+  readonly #usedIdxWord: number;
+  readonly #availEventWord: number;
+  readonly #availFlagsWord: number;
+  readonly #usedFlagsWord: number;
+  /** `barrier('full')` may be made here (the span's `ordered`). */
+  readonly #ordered: boolean;
+  /** The context's fence word (a stand-in where it has none) and its policy's mask. */
+  readonly #fence: Int32Array;
+  readonly #fenceMask: number;
   /** One descriptor, read in one access. */
   readonly #scratch = new Uint8Array(VIRTQ_DESC_SIZE);
   readonly #view = new DataView(this.#scratch.buffer);
@@ -210,6 +227,37 @@ export class SplitVirtqueue {
     const inSpan = (addr: number, length: number): boolean => addr >= lo && addr + length <= hi;
     this.#availWord = inSpan(this.#availRing, 2 * size) ? (this.#availRing + delta) / 2 : -1;
     this.#usedWord = inSpan(this.#usedRing, 8 * size) ? (this.#usedRing + delta) / 4 : -1;
+    const ordered = span?.ordered === true;
+    const word = (addr: number): number => (ordered && inSpan(addr, 2) ? (addr + delta) / 2 : -1);
+    this.#availIdxWord = word(this.#availIdx);
+    this.#usedEventWord = word(this.#usedEvent);
+    this.#usedIdxWord = word(this.#usedIdx);
+    this.#availEventWord = word(this.#availEvent);
+    this.#availFlagsWord = word(this.avail);
+    this.#usedFlagsWord = word(this.used);
+    this.#ordered = ordered;
+    this.#fence = span?.fence ?? new Int32Array(1);
+    this.#fenceMask = span?.fence === undefined ? 0 : span.fenceMask;
+  }
+
+  /** The context's `readU16LE(addr)` of the index at u16 element `word`: load, then acquire. */
+  #acquire(word: number): number {
+    const value = Atomics.load(this.#u16, word);
+    if ((this.#fenceMask & (1 << ACQUIRE)) !== 0) Atomics.add(this.#fence, 0, 0);
+    return value;
+  }
+
+  /** The context's `writeU16LE(addr, value)` at u16 element `word`: release, store, mark. */
+  #release(word: number, addr: number, value: number): void {
+    if ((this.#fenceMask & (1 << RELEASE)) !== 0) Atomics.add(this.#fence, 0, 0);
+    Atomics.store(this.#u16, word, value);
+    this.#dirty?.mark(addr, 2);
+  }
+
+  /** The context's `barrier('full')`. */
+  #full(): void {
+    if (!this.#ordered) this.#context.barrier('full');
+    else if ((this.#fenceMask & (1 << FULL)) !== 0) Atomics.add(this.#fence, 0, 0);
   }
 
   /** The queue cannot continue (virtio's DEVICE_NEEDS_RESET): every `pop`/`push` throws. */
@@ -242,26 +290,7 @@ export class SplitVirtqueue {
     if (this.#broken) throw virtqueueError('the queue is broken and needs a reset');
     const context = this.#context;
     const nextAvail = this.#nextAvail;
-    if (this.#seenAvail === nextAvail) {
-      let published: number;
-      try {
-        // Acquire: the ring entries and descriptors the driver wrote before it published
-        // this index are visible to the RELAXED reads below (virtio 1.2 §2.7.13.3).
-        published = context.readU16LE(this.#availIdx);
-      } catch (error) {
-        this.#broken = true;
-        throw error;
-      }
-      const pending = (published - nextAvail) & 0xffff;
-      if (pending > this.size) {
-        this.#broken = true;
-        throw virtqueueError(
-          `avail.idx ${published} is ${pending} entries ahead of the device's ${nextAvail}, more than the queue size ${this.size}`,
-        );
-      }
-      this.#seenAvail = published;
-      if (pending === 0) return undefined;
-    }
+    if (this.#seenAvail === nextAvail && this.#refresh(nextAvail) === 0) return undefined;
     let head: number;
     const availWord = this.#availWord;
     if (availWord >= 0) {
@@ -288,6 +317,54 @@ export class SplitVirtqueue {
       if (!(error instanceof DMAFault)) throw error;
       throw this.#faulted(error, head, this.#walkIndex, this.#walkIndirectOf);
     }
+  }
+
+  /**
+   * How many chains the driver has made available that the device has not popped yet: reads
+   * `avail.idx` (acquire), so that the next that many `pop`s make no ordered read. A device
+   * that serves those, flushes, and asks again hands each batch back as soon as it is done,
+   * as a device that reads the index once per batch does; popping until `undefined` also
+   * takes what arrives meanwhile into the same batch.
+   *
+   * @returns the count, from 0 to `size`.
+   * @throws {@link dma-attrs!DMAError | DMAError} `ERR_DMA_VIRTQUEUE` when the queue is broken, or
+   * for an `avail.idx` more than `size` ahead (the queue is then broken); the
+   * {@link dma-attrs!DMAFault | DMAFault} of the read (the queue is then broken).
+   * @example
+   * ```ts
+   * for (let count = vq.available(); count > 0; count--) {
+   *   const chain = vq.pop()!; // a chain, or a DMAError for a malformed one
+   *   vq.fill(chain, serve(chain));
+   * }
+   * vq.flush();
+   * ```
+   */
+  available(): number {
+    if (this.#broken) throw virtqueueError('the queue is broken and needs a reset');
+    return this.#refresh(this.#nextAvail);
+  }
+
+  /** Reads `avail.idx` (acquire) and returns how far it is ahead of `nextAvail`. */
+  #refresh(nextAvail: number): number {
+    let published: number;
+    try {
+      // Acquire: the ring entries and descriptors the driver wrote before it published
+      // this index are visible to the RELAXED reads that follow (virtio 1.2 §2.7.13.3).
+      const word = this.#availIdxWord;
+      published = word >= 0 ? this.#acquire(word) : this.#context.readU16LE(this.#availIdx);
+    } catch (error) {
+      this.#broken = true;
+      throw error;
+    }
+    const pending = (published - nextAvail) & 0xffff;
+    if (pending > this.size) {
+      this.#broken = true;
+      throw virtqueueError(
+        `avail.idx ${published} is ${pending} entries ahead of the device's ${nextAvail}, more than the queue size ${this.size}`,
+      );
+    }
+    this.#seenAvail = published;
+    return pending;
   }
 
   /** Walks the chain at `head`: bounded, read-only, every hostile case an error. */
@@ -510,7 +587,9 @@ export class SplitVirtqueue {
     try {
       // Release: the elements and the payload are visible before the index that publishes
       // them (virtio 1.2 §2.7.8; the bug of TinyEMU and jor1k is this store first).
-      this.#context.writeU16LE(this.#usedIdx, nextUsed);
+      const word = this.#usedIdxWord;
+      if (word >= 0) this.#release(word, this.#usedIdx, nextUsed);
+      else this.#context.writeU16LE(this.#usedIdx, nextUsed);
     } catch (error) {
       this.#broken = true;
       throw error;
@@ -531,11 +610,14 @@ export class SplitVirtqueue {
     if (!this.#broken) this.flush();
     const context = this.#context;
     const nextUsed = this.#nextUsed;
-    context.barrier('full');
+    this.#full();
     if (!this.eventIdx) {
-      return (context.readU16LE(this.avail) & VRING_AVAIL_F_NO_INTERRUPT) === 0;
+      const word = this.#availFlagsWord;
+      const flags = word >= 0 ? this.#acquire(word) : context.readU16LE(this.avail);
+      return (flags & VRING_AVAIL_F_NO_INTERRUPT) === 0;
     }
-    const usedEvent = context.readU16LE(this.#usedEvent);
+    const word = this.#usedEventWord;
+    const usedEvent = word >= 0 ? this.#acquire(word) : context.readU16LE(this.#usedEvent);
     const old = this.#signalledUsed;
     this.#signalledUsed = nextUsed;
     if (old < 0) return true;
@@ -553,11 +635,20 @@ export class SplitVirtqueue {
    */
   enableNotification(): boolean {
     const context = this.#context;
-    if (this.eventIdx) context.writeU16LE(this.#availEvent, this.#nextAvail);
-    else context.writeU16LE(this.used, 0);
-    context.barrier('full');
-    const published = context.readU16LE(this.#availIdx);
-    return published !== this.#nextAvail;
+    const nextAvail = this.#nextAvail;
+    if (this.eventIdx) {
+      const word = this.#availEventWord;
+      if (word >= 0) this.#release(word, this.#availEvent, nextAvail);
+      else context.writeU16LE(this.#availEvent, nextAvail);
+    } else {
+      const word = this.#usedFlagsWord;
+      if (word >= 0) this.#release(word, this.used, 0);
+      else context.writeU16LE(this.used, 0);
+    }
+    this.#full();
+    const word = this.#availIdxWord;
+    const published = word >= 0 ? this.#acquire(word) : context.readU16LE(this.#availIdx);
+    return published !== nextAvail;
   }
 
   /**
