@@ -124,6 +124,12 @@ export class FlatView {
   u16: Uint16Array;
   u32: Uint32Array;
   u64: BigUint64Array;
+  /**
+   * The same bytes as signed 32-bit words where the backing is shared, for the copies: a
+   * `SharedArrayBuffer` never detaches or shrinks, so an element load in range cannot
+   * silently answer `undefined`. Undefined for an unshared backing (see copy.ts).
+   */
+  words: Int32Array | undefined;
   /** `bytes.buffer`, kept because the getter is a slow builtin call. */
   buffer: ArrayBufferLike;
   /** `bytes.byteOffset`: always 0, as the spans' offsets are offsets in the buffer. */
@@ -179,6 +185,7 @@ export class FlatView {
     this.u16 = new Uint16Array(EMPTY);
     this.u32 = new Uint32Array(EMPTY);
     this.u64 = new BigUint64Array(EMPTY);
+    this.words = undefined;
     this.buffer = EMPTY;
     this.refresh();
   }
@@ -198,6 +205,7 @@ export class FlatView {
     this.u16 = new Uint16Array(usable, 0, Math.floor(length / 2));
     this.u32 = new Uint32Array(usable, 0, Math.floor(length / 4));
     this.u64 = new BigUint64Array(usable, 0, Math.floor(length / 8));
+    this.words = this.#mayChange ? undefined : new Int32Array(usable, 0, Math.floor(length / 4));
     this.buffer = usable;
     this.#available = length;
     this.#fastEnd0 = Math.min(this.#end0, length - this.#delta0);

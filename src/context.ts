@@ -33,14 +33,7 @@ import {
   invalidArgument,
   notInstance,
 } from './internal/check.js';
-import {
-  copyIn,
-  copyOut,
-  copyOutShared,
-  copyPieces,
-  emptyList,
-  type GuestStore,
-} from './internal/copy.js';
+import { copyIn, copyOut, copyPieces, emptyList, type GuestStore } from './internal/copy.js';
 import { describe } from './internal/describe.js';
 import { uint8Length } from './internal/intrinsics.js';
 import { iommuAccess, isIommuDomain, type IommuDomain } from './iommu.js';
@@ -270,8 +263,6 @@ export interface DirectSpan {
   readonly delta: number;
   readonly u16: Uint16Array;
   readonly u32: Uint32Array;
-  /** The same words as `u32`, signed: the copies move them without a conversion. */
-  readonly i32: Int32Array;
   /** The views the copies take. */
   readonly store: GuestStore;
   /** The memory's dirty log: a direct write marks it after storing. */
@@ -351,8 +342,6 @@ export class DMAContext {
   /** The views of the fast path, a shared backing's: element access never meets a detached one. */
   readonly #u16: Uint16Array;
   readonly #u32: Uint32Array;
-  /** `#u32` as signed words, for the copies out of the span (empty without a span). */
-  readonly #i32: Int32Array;
   readonly #u64: BigUint64Array;
 
   /** The guest memory this context accesses. */
@@ -395,8 +384,6 @@ export class DMAContext {
     this.#u16 = flat.u16;
     this.#u32 = flat.u32;
     this.#u64 = flat.u64;
-    const u32 = flat.u32;
-    this.#i32 = hi < 0 ? new Int32Array(0) : new Int32Array(u32.buffer, u32.byteOffset, u32.length);
   }
 
   /**
@@ -430,9 +417,7 @@ export class DMAContext {
     const length = uint8Length(buf);
     const bits = impliedBits(attrs, READ, 'read');
     if (length >= 0 && this.#inSpan(addr, length)) {
-      // Up to 16 bytes, copyOut's words in registers; longer, element loads of the span.
-      if (length <= 16) copyOut(this.#flat, addr + this.#delta, buf, length);
-      else copyOutShared(this.#flat, this.#i32, addr + this.#delta, buf, length);
+      copyOut(this.#flat, addr + this.#delta, buf, length);
       if (bits === READ) this.#fence.emit(ACQUIRE);
     } else {
       this.#readLength(addr, buf, length, bits);
@@ -1493,7 +1478,6 @@ export class DMAContext {
         delta,
         u16: ctx.#u16,
         u32: ctx.#u32,
-        i32: ctx.#i32,
         store: ctx.#flat,
         dirty: ctx.#dirty,
         ordered:

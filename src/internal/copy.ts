@@ -5,10 +5,12 @@
  * (a mapped view, or any view of the memory's buffer), without asking which buffer backs it:
  * `TypedArray.prototype.buffer` is a ~30 ns builtin call, more than a whole small copy.
  *
- * - Guest memory is never indexed as elements: on a view whose buffer was detached or
- *   shrunk, an element load answers `undefined` and a store does nothing, silently, where a
- *   `DataView` access, `set` and `fill` throw before any byte moves. The address layer
- *   (address.ts) relies on that throw to notice a backing that changed.
+ * - Unshared guest memory is never indexed as elements: on a view whose buffer was detached
+ *   or shrunk, an element load answers `undefined` and a store does nothing, silently, where
+ *   a `DataView` access, `set` and `fill` throw before any byte moves. The address layer
+ *   (address.ts) relies on that throw to notice a backing that changed. A shared backing
+ *   never detaches or shrinks, so the longer copies out of it load whole words as elements
+ *   (`GuestStore.words`), which costs far less than a `DataView` load.
  * - Small copies load every byte of the source before the first store to the destination,
  *   which is what makes an overlapping copy correct: whole words of up to 16 bytes in
  *   registers, other small reads through a private scratch buffer. Guest memory is read and
@@ -45,6 +47,12 @@ export interface GuestStore {
   readonly bytes: Uint8Array;
   /** The same bytes for 32-bit loads and stores. */
   readonly view: DataView;
+  /**
+   * The same bytes as 32-bit words where the backing is shared (it never detaches or shrinks,
+   * so an element load in range is as safe as a `DataView` one and far cheaper: V8 checks a
+   * view's buffer and length on every `DataView` access); undefined where it is not.
+   */
+  readonly words: Int32Array | undefined;
   /** `bytes.buffer`, kept because the getter is a slow builtin call. */
   readonly buffer: ArrayBufferLike;
   /** `bytes.byteOffset`. */
@@ -125,6 +133,17 @@ function copyWordsOut(view: DataView, offset: number, buf: Uint8Array, length: n
 function copyOutLong(store: GuestStore, at: number, buf: Uint8Array, length: number): void {
   const offset = at | 0;
   if (length <= STAGED_OUT && offset === at) {
+    const words = store.words;
+    if (words !== undefined && ((offset | length) & 3) === 0) {
+      // Whole words of a shared backing: element loads, every one before the `set`.
+      const first = offset >> 2;
+      const count = length >> 2;
+      for (let index = 0; index < count; index++) {
+        SCRATCH_WORDS[index] = words[first + index] as number;
+      }
+      setBytes(buf, scratchPrefix(length));
+      return;
+    }
     const view = store.view;
     let index = 0;
     for (; index + 8 <= length; index += 8) {
@@ -144,39 +163,6 @@ function copyOutLong(store: GuestStore, at: number, buf: Uint8Array, length: num
     // cheaper than `subarray`.
     setBytes(buf, guestView(store, at, length));
   }
-}
-
-/**
- * {@link copyOut} from a shared backing whose views never change (a context's fixed span, see
- * `DirectSpan` in context.ts), where `words` is a 32-bit view of the backing from offset 0. A
- * `SharedArrayBuffer` never detaches or shrinks, so an element load there cannot silently
- * answer `undefined` as it can on an unshared backing, and it is far cheaper than a
- * `DataView` load (V8 checks the view's buffer and length on every one): a 64-byte copy takes
- * about a third of the instructions. Whole words from 20 to 192 bytes at a 4-aligned offset
- * take the element loop, every load before the one store into `buf`; the rest is copyOut.
- */
-export function copyOutShared(
-  store: GuestStore,
-  words: Int32Array,
-  at: number,
-  buf: Uint8Array,
-  length: number,
-): void {
-  const offset = at | 0;
-  if (length <= LOOP_OUT) {
-    copyOut(store, at, buf, length);
-    return;
-  }
-  if (length > STAGED_OUT || offset !== at || ((offset | length) & 3) !== 0) {
-    copyOutLong(store, at, buf, length);
-    return;
-  }
-  const first = offset >> 2;
-  const count = length >> 2;
-  for (let index = 0; index < count; index++) {
-    SCRATCH_WORDS[index] = words[first + index] as number;
-  }
-  setBytes(buf, scratchPrefix(length));
 }
 
 /** `SCRATCH.subarray(0, length)`, made once per length. */

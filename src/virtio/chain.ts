@@ -8,7 +8,7 @@ import { DMAAttributes } from '../attributes.js';
 import { transferKnownLength, type DirectSpan, type DMAContext } from '../context.js';
 import { DMAFault } from '../errors.js';
 import { bufferLength, checkLength, invalidArgument } from '../internal/check.js';
-import { copyIn, copyOutShared } from '../internal/copy.js';
+import { copyIn, copyOut } from '../internal/copy.js';
 import { fixedView } from '../internal/intrinsics.js';
 
 /** One buffer of a chain, after indirect tables are expanded. */
@@ -261,7 +261,7 @@ export class DescriptorChain {
         copyIn(span.store, addr + span.delta, whole, count);
         span.dirty?.mark(addr, count);
       } else {
-        copyOutShared(span.store, span.i32, addr + span.delta, buf, count);
+        copyOut(span.store, addr + span.delta, buf, count);
       }
       return;
     }
