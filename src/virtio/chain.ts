@@ -119,9 +119,12 @@ export class DescriptorChain {
   // the chain, by a later pop of the same head once this one is pushed.
   readonly #addrs: number[] = [];
   readonly #lengths: number[] = [];
-  readonly #indexes: number[] = [];
-  /** Bit 0: writable; bit 1: from an indirect table. */
-  readonly #kinds: number[] = [];
+  /**
+   * `4 * index + kind`: the descriptor's index in its table (below 2^28, a table being at
+   * most 2^32 - 1 bytes), and its kind (bit 0: writable; bit 1: from an indirect table).
+   * One list, not two, for one store less per descriptor.
+   */
+  readonly #marks: number[] = [];
   #count = 0;
   #head = 0;
   #readableLength = 0;
@@ -173,14 +176,14 @@ export class DescriptorChain {
     if (descriptors === undefined) {
       const list: VirtqDescriptor[] = [];
       for (let at = 0; at < this.#count; at++) {
-        const kind = this.#kinds[at] as number;
+        const mark = this.#marks[at] as number;
         list.push(
           Object.freeze({
             addr: this.#addrs[at] as number,
             length: this.#lengths[at] as number,
-            writable: (kind & 1) !== 0,
-            index: this.#indexes[at] as number,
-            indirect: (kind & 2) !== 0,
+            writable: (mark & 1) !== 0,
+            index: mark >>> 2,
+            indirect: (mark & 2) !== 0,
           }),
         );
       }
@@ -325,8 +328,8 @@ export class DescriptorChain {
         break;
       }
     }
-    const indirect = ((this.#kinds[culprit] as number) & 2) !== 0;
-    const name = descriptorName(this.#indexes[culprit] as number, indirect ? this.#indirectOf : -1);
+    const mark = this.#marks[culprit] as number;
+    const name = descriptorName(mark >>> 2, (mark & 2) !== 0 ? this.#indirectOf : -1);
     return new DMAFault(
       fault.code,
       `virtqueue chain ${this.#head}: ${name}: ${fault.message}`,
@@ -352,8 +355,7 @@ export class DescriptorChain {
         const at = chain.#count;
         chain.#addrs[at] = addr;
         chain.#lengths[at] = length;
-        chain.#indexes[at] = index;
-        chain.#kinds[at] = (writable ? 1 : 0) | (indirect ? 2 : 0);
+        chain.#marks[at] = 4 * index + (writable ? 1 : 0) + (indirect ? 2 : 0);
         chain.#count = at + 1;
         return at + 1;
       },
