@@ -136,9 +136,10 @@ export function queueRing(memory, variant, options = {}) {
     usedTotal: 0,
     corrupted: 0,
     broken: false,
-    get nextAvail() {
-      return vq.nextAvail;
-    },
+    // A data property that `serve` keeps current, not a getter: V8 makes an object literal
+    // with an accessor a dictionary-mode object, whose every property access (the loop's and
+    // `serve`'s, several per batch) is a slow lookup that the other rings do not pay.
+    nextAvail: vq.nextAvail,
     serve,
     needsInterrupt: () => vq.needsNotification(),
     enableKicks: () => vq.enableNotification(),
@@ -189,7 +190,8 @@ export function queueRing(memory, variant, options = {}) {
       current = undefined;
       ring.broken = vq.broken;
     }
-    ring.availTotal += (vq.nextAvail - firstAvail) & 0xffff;
+    ring.nextAvail = vq.nextAvail;
+    ring.availTotal += (ring.nextAvail - firstAvail) & 0xffff;
     ring.usedTotal += pushed;
     return pushed;
   }
