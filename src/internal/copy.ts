@@ -22,7 +22,14 @@
  *   allocation left, above {@link STAGED_OUT} bytes.
  */
 
-import { bufferOfView, fixedView, setBytes } from './intrinsics.js';
+import {
+  bufferOfView,
+  byteLengthOfView,
+  byteOffsetOfView,
+  fixedView,
+  setBytes,
+  typedArrayKind,
+} from './intrinsics.js';
 
 /** Up to this many bytes, copies out of guest memory are staged through the scratch buffer. */
 const STAGED_OUT = 192;
@@ -180,6 +187,106 @@ function stageWords(words: Int32Array, first: number, count: number): void {
     scratch[index + 3] = w3;
   }
   for (; index < count; index++) scratch[index] = words[first + index] as number;
+}
+
+/**
+ * A caller's buffer as 32-bit words, for copies between it and a shared backing that need
+ * neither the scratch buffer nor `set`: a device that copies into and out of the same buffers
+ * for every request (its request and response buffers) gets them copied word by word.
+ *
+ * The words are made only for a buffer used twice in a row, so a caller that brings a new
+ * buffer every time never gets a view made for it (it costs one comparison and one store),
+ * and only for a genuine `Uint8Array` (the real kind, not its prototype) at a 4-aligned
+ * offset of an unshared `ArrayBuffer`: such a buffer cannot share a byte with a shared
+ * backing (two `SharedArrayBuffer` objects can hold the same bytes; an `ArrayBuffer` and a
+ * `SharedArrayBuffer` never do), so a word loop is as correct as `set`, and storing a byte
+ * into a word of it is what storing it as an element does. The words are a fixed-length view
+ * made when the buffer was first eligible: a detached or shrunk buffer leaves them shorter
+ * than the copy (or empty), and the caller then takes the ordinary copy, which behaves as it
+ * always did. The last buffer is held until the next call with another one.
+ * @internal
+ */
+export class CallerWords {
+  #last: Uint8Array | undefined;
+  #words: Int32Array | undefined;
+  /** Whether `#words` was worked out for `#last` (undefined then means "not eligible"). */
+  #made = false;
+
+  /**
+   * The words of `buf`, or undefined: the first use of `buf` after another buffer, or a
+   * buffer that does not qualify. The caller checks their length against its copy.
+   */
+  of(buf: Uint8Array): Int32Array | undefined {
+    if (buf !== this.#last) {
+      this.#last = buf;
+      this.#words = undefined;
+      this.#made = false;
+      return undefined;
+    }
+    if (!this.#made) {
+      this.#made = true;
+      this.#words = callerWords(buf);
+    }
+    return this.#words;
+  }
+}
+
+/** The words of a caller's buffer that {@link CallerWords} may copy through, or undefined. */
+function callerWords(buf: Uint8Array): Int32Array | undefined {
+  if (typedArrayKind(buf) !== 'Uint8Array') return undefined;
+  const backing = bufferOfView(buf);
+  if (typeof SharedArrayBuffer === 'function' && backing instanceof SharedArrayBuffer) {
+    return undefined;
+  }
+  const offset = byteOffsetOfView(buf);
+  if ((offset & 3) !== 0) return undefined;
+  return new Int32Array(backing, offset, byteLengthOfView(buf) >> 2);
+}
+
+/**
+ * Copies `count` words of a shared backing, from word `first`, into the first words of a
+ * caller's buffer (see {@link CallerWords}: the two never overlap). Four words a turn, as in
+ * {@link stageWords}.
+ * @internal
+ */
+export function wordsOut(
+  words: Int32Array,
+  first: number,
+  target: Int32Array,
+  count: number,
+): void {
+  let index = 0;
+  for (; index + 4 <= count; index += 4) {
+    const w0 = words[first + index] as number;
+    const w1 = words[first + index + 1] as number;
+    const w2 = words[first + index + 2] as number;
+    const w3 = words[first + index + 3] as number;
+    target[index] = w0;
+    target[index + 1] = w1;
+    target[index + 2] = w2;
+    target[index + 3] = w3;
+  }
+  for (; index < count; index++) target[index] = words[first + index] as number;
+}
+
+/**
+ * Copies the first `count` words of a caller's buffer into a shared backing from word
+ * `first`: {@link wordsOut} the other way.
+ * @internal
+ */
+export function wordsIn(words: Int32Array, first: number, source: Int32Array, count: number): void {
+  let index = 0;
+  for (; index + 4 <= count; index += 4) {
+    const w0 = source[index] as number;
+    const w1 = source[index + 1] as number;
+    const w2 = source[index + 2] as number;
+    const w3 = source[index + 3] as number;
+    words[first + index] = w0;
+    words[first + index + 1] = w1;
+    words[first + index + 2] = w2;
+    words[first + index + 3] = w3;
+  }
+  for (; index < count; index++) words[first + index] = source[index] as number;
 }
 
 /** `SCRATCH.subarray(0, length)`, made once per length. */

@@ -96,6 +96,11 @@ export function bufferOfView(view: Uint8Array): ArrayBufferLike {
   return bufferOf.call(view);
 }
 
+/** The real byte offset of a genuine typed array. */
+export function byteOffsetOfView(view: Uint8Array): number {
+  return byteOffsetOf.call(view);
+}
+
 /** The real byte length of a genuine typed array. */
 export function byteLengthOfView(view: Uint8Array): number {
   return byteLengthOf.call(view);

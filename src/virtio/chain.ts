@@ -8,7 +8,7 @@ import { DMAAttributes } from '../attributes.js';
 import { transferKnownLength, type DirectSpan, type DMAContext } from '../context.js';
 import { DMAFault } from '../errors.js';
 import { bufferLength, checkLength, invalidArgument } from '../internal/check.js';
-import { copyIn, copyOut } from '../internal/copy.js';
+import { CallerWords, copyIn, copyOut, wordsIn, wordsOut } from '../internal/copy.js';
 import { fixedView } from '../internal/intrinsics.js';
 
 /** One buffer of a chain, after indirect tables are expanded. */
@@ -36,12 +36,17 @@ const CREATE = Symbol('DescriptorChain');
  * @internal
  */
 export let chainAccess: {
-  /** A new, empty chain of `owner` (a queue); `span` is the context's direct span, if any. */
+  /**
+   * A new, empty chain of `owner` (a queue); `span` is the context's direct span, if any;
+   * `ranges`, `reads` and `writes` are the queue's, lent to each of its chains.
+   */
   make(
     context: DMAContext,
     span: DirectSpan | undefined,
     owner: object,
     ranges: number[],
+    reads: CallerWords,
+    writes: CallerWords,
   ): DescriptorChain;
   /** Whether `pop` may refill the chain: it was pushed (or never handed out). */
   free(chain: DescriptorChain): boolean;
@@ -114,6 +119,9 @@ export class DescriptorChain {
   readonly #owner: object;
   /** A scratch list of `[addr, length, ...]` the queue lends to every chain it pops. */
   readonly #ranges: number[];
+  /** The queue's last buffers read into and written from, as words (see `CallerWords`). */
+  readonly #reads: CallerWords;
+  readonly #writes: CallerWords;
   // The buffers, in chain order, as the walk found them: the chain's own copy, which no
   // caller can change (the `descriptors` objects are made from it on demand). Reused, with
   // the chain, by a later pop of the same head once this one is pushed.
@@ -143,12 +151,16 @@ export class DescriptorChain {
     span: DirectSpan | undefined,
     owner: object,
     ranges: number[],
+    reads: CallerWords,
+    writes: CallerWords,
   ) {
     if (token !== CREATE) throw new TypeError('DescriptorChain is made by SplitVirtqueue.pop()');
     this.#context = context;
     this.#span = span;
     this.#owner = owner;
     this.#ranges = ranges;
+    this.#reads = reads;
+    this.#writes = writes;
   }
 
   /** The head descriptor index: the `id` that {@link SplitVirtqueue.push} puts in the used ring. */
@@ -253,11 +265,29 @@ export class DescriptorChain {
     toGuest: boolean,
     at: number,
   ): void {
+    const span = this.#span;
+    if (span !== undefined && addr >= span.lo && addr + count <= span.hi) {
+      // Whole words between a shared backing and a buffer the device uses again and again:
+      // a word loop, no staging and no `set` (see `CallerWords`).
+      const at = addr + span.delta;
+      const guest = span.store.words;
+      if (guest !== undefined && count > 16 && ((at | count) & 3) === 0 && (at | 0) === at) {
+        const words = (toGuest ? this.#writes : this.#reads).of(buf);
+        if (words !== undefined && words.length >= count >> 2) {
+          if (toGuest) {
+            wordsIn(guest, at >> 2, words, count >> 2);
+            span.dirty?.mark(addr, count);
+          } else {
+            wordsOut(guest, at >> 2, words, count >> 2);
+          }
+          return;
+        }
+      }
+    }
     // A copy into guest memory takes the buffer's whole length: a longer one is cut to
     // `count` (a view, the one allocation of a copy that one buffer covers), or its tail
     // would land past the descriptor. A copy out stores only `count` bytes into `buf`.
     const whole = toGuest && count !== length ? fixedView(buf, 0, count) : buf;
-    const span = this.#span;
     if (span !== undefined && addr >= span.lo && addr + count <= span.hi) {
       // The context's RELAXED fast path, written out: the copy, then the dirty mark.
       if (toGuest) {
@@ -343,8 +373,8 @@ export class DescriptorChain {
 
   static {
     chainAccess = {
-      make: (context, span, owner, ranges) =>
-        new DescriptorChain(CREATE, context, span, owner, ranges),
+      make: (context, span, owner, ranges, reads, writes) =>
+        new DescriptorChain(CREATE, context, span, owner, ranges, reads, writes),
       free: (chain) => chain.#pushed,
       start: (chain, head) => {
         chain.#head = head;

@@ -11,6 +11,7 @@ import type { DirtyBitmap } from '../dirty.js';
 import { DMAError, DMAFault } from '../errors.js';
 import { ADDRESS_LIMIT, invalidArgument, isSafeIndex, notInstance } from '../internal/check.js';
 import { describe } from '../internal/describe.js';
+import { CallerWords } from '../internal/copy.js';
 import { descriptorName, chainAccess, type DescriptorChain } from './chain.js';
 import {
   VIRTQ_DESC_SIZE,
@@ -163,6 +164,9 @@ export class SplitVirtqueue {
   readonly #view = new DataView(this.#scratch.buffer);
   /** Ranges lent to the chains' `read`/`write`. */
   readonly #ranges: number[] = [];
+  /** The last buffers the chains read into and wrote from, as words (see `CallerWords`). */
+  readonly #reads = new CallerWords();
+  readonly #writes = new CallerWords();
   /** The chain of each head, reused by the next pop of that head once it is pushed. */
   readonly #chains: (DescriptorChain | undefined)[] = [];
   #nextAvail = 0;
@@ -374,7 +378,14 @@ export class SplitVirtqueue {
     if (chain === undefined || !chainAccess.free(chain)) {
       // The first pop of this head, or a driver that offers a head the device still holds:
       // a chain of its own (kept for reuse only in the first case).
-      const made = chainAccess.make(context, this.#span, this, this.#ranges);
+      const made = chainAccess.make(
+        context,
+        this.#span,
+        this,
+        this.#ranges,
+        this.#reads,
+        this.#writes,
+      );
       if (chain === undefined) this.#chains[head] = made;
       chain = made;
     }
