@@ -269,16 +269,21 @@ export class DescriptorChain {
     if (span !== undefined && addr >= span.lo && addr + count <= span.hi) {
       // Whole words between a shared backing and a buffer the device uses again and again:
       // a word loop, no staging and no `set` (see `CallerWords`).
-      const at = addr + span.delta;
+      const offset = addr + span.delta;
       const guest = span.store.words;
-      if (guest !== undefined && count > 16 && ((at | count) & 3) === 0 && (at | 0) === at) {
+      if (
+        guest !== undefined &&
+        count > 16 &&
+        (offset | 0) === offset &&
+        ((offset | count) & 3) === 0
+      ) {
         const words = (toGuest ? this.#writes : this.#reads).of(buf);
         if (words !== undefined && words.length >= count >> 2) {
           if (toGuest) {
-            wordsIn(guest, at >> 2, words, count >> 2);
+            wordsIn(guest, offset >> 2, words, count >> 2);
             span.dirty?.mark(addr, count);
           } else {
-            wordsOut(guest, at >> 2, words, count >> 2);
+            wordsOut(guest, offset >> 2, words, count >> 2);
           }
           return;
         }
