@@ -142,7 +142,7 @@ function copyOutLong(store: GuestStore, at: number, buf: Uint8Array, length: num
   if (length <= STAGED_OUT && offset === at) {
     const words = store.words;
     if (words !== undefined && ((offset | length) & 3) === 0) {
-      stageWords(words, offset >> 2, length >> 2);
+      wordsOut(words, offset >> 2, SCRATCH_WORDS, length >> 2);
       setBytes(buf, scratchPrefix(length));
       return;
     }
@@ -165,28 +165,6 @@ function copyOutLong(store: GuestStore, at: number, buf: Uint8Array, length: num
     // cheaper than `subarray`.
     setBytes(buf, guestView(store, at, length));
   }
-}
-
-/**
- * Loads `count` words of a shared backing from word `first` into the scratch buffer, every
- * one before the caller stores anything. Four words a turn: a loop's back edge checks for
- * interrupts, after which V8 reloads both views' lengths and data pointers, which costs more
- * than the copy of a word.
- */
-function stageWords(words: Int32Array, first: number, count: number): void {
-  const scratch = SCRATCH_WORDS;
-  let index = 0;
-  for (; index + 4 <= count; index += 4) {
-    const w0 = words[first + index] as number;
-    const w1 = words[first + index + 1] as number;
-    const w2 = words[first + index + 2] as number;
-    const w3 = words[first + index + 3] as number;
-    scratch[index] = w0;
-    scratch[index + 1] = w1;
-    scratch[index + 2] = w2;
-    scratch[index + 3] = w3;
-  }
-  for (; index < count; index++) scratch[index] = words[first + index] as number;
 }
 
 /**
@@ -244,9 +222,11 @@ function callerWords(buf: Uint8Array): Int32Array | undefined {
 }
 
 /**
- * Copies `count` words of a shared backing, from word `first`, into the first words of a
- * caller's buffer (see {@link CallerWords}: the two never overlap). Four words a turn, as in
- * {@link stageWords}.
+ * Copies `count` words of a shared backing, from word `first`, into the first words of
+ * `target`: the scratch buffer, or a caller's buffer from {@link CallerWords}; neither
+ * overlaps the backing, and every word is loaded before it is stored. Four words a turn: a
+ * loop's back edge checks for interrupts, after which V8 reloads both views' lengths and data
+ * pointers, which costs more than the copy of a word.
  * @internal
  */
 export function wordsOut(

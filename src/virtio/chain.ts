@@ -265,44 +265,36 @@ export class DescriptorChain {
     toGuest: boolean,
     at: number,
   ): void {
-    const span = this.#span;
-    if (span !== undefined && addr >= span.lo && addr + count <= span.hi) {
-      // Whole words between a shared backing and a buffer the device uses again and again:
-      // a word loop, no staging and no `set` (see `CallerWords`).
-      const offset = addr + span.delta;
-      const guest = span.store.words;
-      if (
-        guest !== undefined &&
-        count > 16 &&
-        (offset | 0) === offset &&
-        ((offset | count) & 3) === 0
-      ) {
-        const words = (toGuest ? this.#writes : this.#reads).of(buf);
-        if (words !== undefined && words.length >= count >> 2) {
-          if (toGuest) {
-            wordsIn(guest, offset >> 2, words, count >> 2);
-            span.dirty?.mark(addr, count);
-          } else {
-            wordsOut(guest, offset >> 2, words, count >> 2);
-          }
-          return;
-        }
-      }
-    }
     // A copy into guest memory takes the buffer's whole length: a longer one is cut to
     // `count` (a view, the one allocation of a copy that one buffer covers), or its tail
     // would land past the descriptor. A copy out stores only `count` bytes into `buf`.
-    const whole = toGuest && count !== length ? fixedView(buf, 0, count) : buf;
+    const span = this.#span;
     if (span !== undefined && addr >= span.lo && addr + count <= span.hi) {
-      // The context's RELAXED fast path, written out: the copy, then the dirty mark.
+      // The context's RELAXED fast path, written out: the copy, then the dirty mark. A
+      // buffer the device uses again and again is copied by a word loop (`CallerWords`).
+      const offset = addr + span.delta;
+      const guest = span.store.words;
+      // Whole words above 16 bytes of a shared backing, and a buffer whose words hold them.
+      const words =
+        guest !== undefined && count > 16 && (offset | 0) === offset && ((offset | count) & 3) === 0
+          ? (toGuest ? this.#writes : this.#reads).of(buf)
+          : undefined;
+      const byWords = words !== undefined && words.length >= count >> 2;
       if (toGuest) {
-        copyIn(span.store, addr + span.delta, whole, count);
+        if (byWords) {
+          wordsIn(guest as Int32Array, offset >> 2, words, count >> 2);
+        } else {
+          copyIn(span.store, offset, count !== length ? fixedView(buf, 0, count) : buf, count);
+        }
         span.dirty?.mark(addr, count);
+      } else if (byWords) {
+        wordsOut(guest as Int32Array, offset >> 2, words, count >> 2);
       } else {
-        copyOut(span.store, addr + span.delta, buf, count);
+        copyOut(span.store, offset, buf, count);
       }
       return;
     }
+    const whole = toGuest && count !== length ? fixedView(buf, 0, count) : buf;
     try {
       transferKnownLength(this.#context, addr, whole, count, toGuest ? TO_GUEST : FROM_GUEST);
     } catch (error) {
