@@ -1172,7 +1172,11 @@ export class DMAContext {
    */
   #loadWord(offset: number, width: number, little: boolean, ordered: boolean): number {
     const flat = this.#flat;
-    const atomic = ordered && offset % width === 0;
+    // A bit test, not `offset % width`: an offset made from the IOMMU's translations (kept in
+    // a Float64Array) is a double, and `%` of a double is a call to fmod in V8, about 15 ns,
+    // more than the access. Exact for every integer offset below 2^53: ToInt32 keeps the low
+    // bits.
+    const atomic = ordered && (offset & (width - 1)) === 0;
     if (width === 1) return atomic ? Atomics.load(flat.bytes, offset) : flat.view.getUint8(offset);
     const swap = little !== HOST_LITTLE_ENDIAN;
     if (width === 2) {
@@ -1194,7 +1198,7 @@ export class DMAContext {
     ordered: boolean,
   ): void {
     const flat = this.#flat;
-    const atomic = ordered && offset % width === 0;
+    const atomic = ordered && (offset & (width - 1)) === 0;
     if (width === 1) {
       if (atomic) Atomics.store(flat.bytes, offset, value);
       else flat.view.setUint8(offset, value);
@@ -1216,7 +1220,7 @@ export class DMAContext {
     toGuest: boolean,
     ordered: boolean,
   ): bigint {
-    const atomic = ordered && offset % 8 === 0;
+    const atomic = ordered && (offset & 7) === 0;
     const swap = little !== HOST_LITTLE_ENDIAN;
     const flat = this.#flat;
     if (toGuest) {
