@@ -339,6 +339,27 @@ export class DMAContext {
   readonly #lo: number;
   readonly #hi: number;
   readonly #delta: number;
+  /**
+   * With an IOMMU and no trace on a shared backing: the first span as `[lo, hi, delta]`
+   * (see `FlatView.fixedSpan`), the guest range that a window can cover; else undefined.
+   */
+  readonly #windowSpan: readonly [number, number, number] | undefined;
+  /**
+   * The window: the IOTLB entry of the last IOMMU hit, cut to `#windowSpan`. IOVAs
+   * `[#winLo, #winHi)` with permission `#winPerm` are at guest-physical `addr + #winGpa` and
+   * backing offset `addr + #winOffset`, for as long as the domain's IOTLB epoch is
+   * `#winEpoch` (it moves whenever the IOTLB is dropped, so the window is exactly as good
+   * as the IOTLB entry it copies). An access inside it, once entered (or rechecked, in a
+   * batch), skips the IOTLB lookup and the address layer. `#winHi` is -1 when there is none.
+   */
+  #winLo = 0;
+  #winHi = -1;
+  #winGpa = 0;
+  #winOffset = 0;
+  #winPerm = 0;
+  #winEpoch = -1;
+  /** Scratch for `iommuAccess.lastHit`. */
+  readonly #hit: number[] = [0, -1, 0, 0];
   /** The views of the fast path, a shared backing's: element access never meets a detached one. */
   readonly #u16: Uint16Array;
   readonly #u32: Uint32Array;
@@ -375,9 +396,9 @@ export class DMAContext {
     this.#flat = flat;
     this.#fence = parts.fence;
     this.#dirty = parts.dirty;
-    const [lo, hi, delta] = (iommu === undefined && trace === undefined
-      ? flat.fixedSpan()
-      : undefined) ?? [0, -1, 0];
+    const span = trace === undefined ? flat.fixedSpan() : undefined;
+    const [lo, hi, delta] = (iommu === undefined ? span : undefined) ?? [0, -1, 0];
+    this.#windowSpan = iommu === undefined ? undefined : span;
     this.#lo = lo;
     this.#hi = hi;
     this.#delta = delta;
@@ -1108,6 +1129,38 @@ export class DMAContext {
   }
 
   /**
+   * Whether `length` bytes at IOVA `addr` (a validated range) lie in the window with
+   * permission `need`. Call after entering (or rechecking, in a batch): that is where the
+   * IOTLB is dropped when an `unmap` happened, which moves the epoch.
+   */
+  #inWindow(iommu: IommuDomain, addr: number, length: number, need: number): boolean {
+    return (
+      addr >= this.#winLo &&
+      addr + length <= this.#winHi &&
+      (this.#winPerm & need) === need &&
+      iommuAccess.epoch(iommu) === this.#winEpoch
+    );
+  }
+
+  /** Makes the window from the IOTLB entry an access just hit (see `#winLo`). */
+  #openWindow(iommu: IommuDomain): void {
+    const span = this.#windowSpan;
+    if (span === undefined) return;
+    const hit = this.#hit;
+    iommuAccess.lastHit(iommu, hit);
+    const [start, end, toGpa, perm] = hit as [number, number, number, number];
+    const lo = Math.max(start, span[0] - toGpa);
+    const hi = Math.min(end, span[1] - toGpa);
+    if (end < 0 || hi <= lo) return;
+    this.#winLo = lo;
+    this.#winHi = hi;
+    this.#winGpa = toGpa;
+    this.#winOffset = toGpa + span[2];
+    this.#winPerm = perm;
+    this.#winEpoch = iommuAccess.epoch(iommu);
+  }
+
+  /**
    * The IOMMU's fast path: an IOTLB hit on one mapping, one piece of RAM, no trace. Returns
    * false, having moved nothing, when it does not apply; the general path then redoes the
    * access. Nothing between enter and leave here calls the caller's code (the copies use the
@@ -1124,11 +1177,20 @@ export class DMAContext {
     bits: number,
   ): boolean {
     const slot = this.#enter();
-    const gpa = iommuAccess.lookup(iommu, addr, length, bits & DIRECTIONS);
-    const offset = gpa < 0 ? -1 : this.#flat.locate(gpa, length);
-    if (offset < 0) {
-      this.#leave(slot);
-      return false;
+    const need = bits & DIRECTIONS;
+    let gpa: number;
+    let offset: number;
+    if (this.#inWindow(iommu, addr, length, need)) {
+      gpa = addr + this.#winGpa;
+      offset = addr + this.#winOffset;
+    } else {
+      gpa = iommuAccess.lookup(iommu, addr, length, need);
+      offset = gpa < 0 ? -1 : this.#flat.locate(gpa, length);
+      if (offset < 0) {
+        this.#leave(slot);
+        return false;
+      }
+      this.#openWindow(iommu);
     }
     const strength = strengthCode(bits);
     const toGuest = (bits & READ) === 0;
@@ -1272,8 +1334,17 @@ export class DMAContext {
     const iommu = this.#iommu;
     if (iommu !== undefined && this.#trace === undefined && isAddressRange(addr, width)) {
       const slot = this.#enter();
-      const gpa = iommuAccess.lookup(iommu, addr, width, bits & DIRECTIONS);
-      const offset = gpa < 0 ? -1 : this.#flat.locate(gpa, width);
+      const need = bits & DIRECTIONS;
+      let gpa: number;
+      let offset: number;
+      if (this.#inWindow(iommu, addr, width, need)) {
+        gpa = addr + this.#winGpa;
+        offset = addr + this.#winOffset;
+      } else {
+        gpa = iommuAccess.lookup(iommu, addr, width, need);
+        offset = gpa < 0 ? -1 : this.#flat.locate(gpa, width);
+        if (offset >= 0) this.#openWindow(iommu);
+      }
       if (offset >= 0) {
         // The IOMMU's fast path for a word (see #iommuFast): an IOTLB hit on one piece.
         const strength = strengthCode(bits);

@@ -236,6 +236,13 @@ export interface IommuAccess {
   end(domain: IommuDomain, slot: number): void;
   /** The gpa of an IOTLB hit with the needed permission, or -1. */
   lookup(domain: IommuDomain, iova: number, length: number, need: number): number;
+  /** The domain's IOTLB epoch: it moves whenever the IOTLB is dropped. */
+  epoch(domain: IommuDomain): number;
+  /**
+   * The IOTLB entry of the last hit, as `out[0..3]` = IOVA start, IOVA end, gpa - IOVA,
+   * permission bits; `out[1]` is -1 when there is none.
+   */
+  lastHit(domain: IommuDomain, out: number[]): void;
   /** Translates a whole access into `out` (gpa, length pairs), or returns its unreported fault. */
   translateRange(
     domain: IommuDomain,
@@ -300,6 +307,12 @@ export class IommuDomain {
   readonly #tlbPerm = new Int32Array(TLB_SIZE);
   // The IOTLB entry of the last hit, in plain fields: a device's accesses in a row mostly land
   // in one mapping, and these loads are cheaper than the page index and four array loads.
+  /**
+   * How many times the IOTLB was dropped (an `unmap` seen, or `close`): a translation cached
+   * outside the domain (a context's batch window) is good while this has not moved. A plain
+   * count, never wrapped, so that no old value comes back.
+   */
+  #epoch = 0;
   #lastStart = -1;
   #lastEnd = -1;
   #lastDelta = 0;
@@ -780,6 +793,7 @@ export class IommuDomain {
 
   /** Drops the IOTLB and the last hit. */
   #flushTlb(): void {
+    this.#epoch += 1;
     this.#tlbStart.fill(-1);
     this.#lastStart = -1;
     this.#lastEnd = -1;
@@ -895,6 +909,13 @@ export class IommuDomain {
         domain.#end(slot);
       },
       lookup: (domain, iova, length, need) => domain.#lookup(iova, length, need),
+      epoch: (domain) => domain.#epoch,
+      lastHit: (domain, out) => {
+        out[0] = domain.#lastStart;
+        out[1] = domain.#lastEnd;
+        out[2] = domain.#lastDelta;
+        out[3] = domain.#lastPerm;
+      },
       translateRange: (domain, iova, length, attrs, out) =>
         domain.#translateRange(iova, length, attrs, out),
       report: (domain, fault) => domain.#report(fault),

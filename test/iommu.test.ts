@@ -1951,3 +1951,164 @@ describe('DMAContext.batch', () => {
     ]);
   });
 });
+
+// The context keeps the translation of its last IOTLB hit (the window, cut to the first RAM
+// span) and serves later accesses inside it without the lookup. These pin down that the window
+// is never wider, more permissive or longer-lived than the IOTLB entry it copies.
+describe('the translation a context keeps from its last IOTLB hit', () => {
+  const IOVA = 0x10_0000;
+  const inBatch = (ctx: DMAContext, fn: () => void): void => {
+    ctx.batch(fn);
+  };
+  const alone = (_ctx: DMAContext, fn: () => void): void => {
+    fn();
+  };
+  /** Two reads at `addr`: the first fills the IOTLB, the second hits it and keeps it. */
+  const keep = (ctx: DMAContext, addr: number): void => {
+    ctx.read(addr, new Uint8Array(8), RELAXED);
+    ctx.readU32LE(addr, RELAXED);
+  };
+  const runs = [
+    ['inside a batch', inBatch],
+    ['on single accesses', alone],
+  ] as const;
+
+  it.each(runs)(
+    'stops at the end of the first RAM span (%s): the hole past it faults, changing no byte',
+    (_, run) => {
+      const memory = newMemory();
+      const domain = new IommuDomain();
+      // IOVA pages 0 and 1 are guest pages 6 and 7, the last of the first span; pages 2 and 3
+      // are guest pages 8 and 9, in the hole. One mapping, so one IOTLB run across all four.
+      domain.map(IOVA, 6 * PAGE, 4 * PAGE, BIDIRECTIONAL);
+      const ctx = new DMAContext(memory, { iommu: domain });
+      const before = snapshot(memory);
+      const buf = pattern(8, 3);
+      const codes: string[] = [];
+      run(ctx, () => {
+        keep(ctx, IOVA);
+        for (const [addr, length] of [
+          [IOVA + 2 * PAGE - 4, 8], // straddles the span's end
+          [IOVA + 2 * PAGE, 8], // in the hole
+        ] as const) {
+          try {
+            ctx.write(addr, buf.subarray(0, length), RELAXED);
+            codes.push('written');
+          } catch (error) {
+            codes.push((error as DMAError).code);
+          }
+          try {
+            ctx.writeU32LE(addr + 4, 7, RELAXED);
+            codes.push('written');
+          } catch (error) {
+            codes.push((error as DMAError).code);
+          }
+        }
+      });
+      expect(codes).toEqual([
+        'ERR_DMA_UNASSIGNED',
+        'ERR_DMA_UNASSIGNED',
+        'ERR_DMA_UNASSIGNED',
+        'ERR_DMA_UNASSIGNED',
+      ]);
+      expectMemoryIs(memory, before);
+    },
+  );
+
+  it.each(runs)('never lets through a direction the mapping lacks (%s)', (_, run) => {
+    const memory = newMemory();
+    const domain = new IommuDomain();
+    domain.map(IOVA, 2 * PAGE, PAGE, READ);
+    const ctx = new DMAContext(memory, { iommu: domain });
+    const before = snapshot(memory);
+    const codes: string[] = [];
+    run(ctx, () => {
+      keep(ctx, IOVA + 8);
+      for (const write of [
+        () => {
+          ctx.write(IOVA + 16, pattern(8, 4), RELAXED);
+        },
+        () => {
+          ctx.writeU32LE(IOVA + 16, 7, RELAXED);
+        },
+        () => {
+          ctx.writeU16LE(IOVA + 16, 7);
+        },
+      ]) {
+        try {
+          write();
+          codes.push('written');
+        } catch (error) {
+          codes.push((error as DMAError).code);
+        }
+      }
+    });
+    expect(codes).toEqual(Array(3).fill('ERR_DMA_IOMMU_PERMISSION'));
+    expectMemoryIs(memory, before);
+  });
+
+  it.each(runs)(
+    'uses the new translation after an unmap and a map of the same IOVA (%s)',
+    (_, run) => {
+      const memory = newMemory();
+      const domain = new IommuDomain();
+      domain.map(IOVA, 2 * PAGE, PAGE, BIDIRECTIONAL);
+      const ctx = new DMAContext(memory, { iommu: domain });
+      const seen: number[] = [];
+      const written = pattern(8, 6);
+      run(ctx, () => {
+        keep(ctx, IOVA + 8);
+        seen.push(ctx.readU32LE(IOVA + 8, RELAXED));
+        domain.unmap(IOVA, PAGE);
+        domain.map(IOVA, 5 * PAGE, PAGE, BIDIRECTIONAL);
+        seen.push(ctx.readU32LE(IOVA + 8, RELAXED));
+        ctx.write(IOVA + 16, written, RELAXED);
+      });
+      const word = (gpa: number): number =>
+        new DataView(guestBytes(memory, gpa, 4).slice().buffer).getUint32(0, true);
+      expect(seen).toEqual([word(2 * PAGE + 8), word(5 * PAGE + 8)]);
+      expect(seen[0]).not.toBe(seen[1]);
+      expect(guestBytes(memory, 5 * PAGE + 16, 8)).toEqual(written);
+    },
+  );
+
+  it.each(runs)('ends with close(): the next access is refused (%s)', (_, run) => {
+    const memory = newMemory();
+    const domain = new IommuDomain();
+    domain.map(IOVA, 2 * PAGE, PAGE, BIDIRECTIONAL);
+    const ctx = new DMAContext(memory, { iommu: domain });
+    const codes: string[] = [];
+    run(ctx, () => {
+      keep(ctx, IOVA);
+      domain.close();
+      for (const access of [
+        () => {
+          ctx.read(IOVA, new Uint8Array(8), RELAXED);
+        },
+        () => ctx.readU32LE(IOVA + 8, RELAXED),
+      ]) {
+        try {
+          access();
+          codes.push('read');
+        } catch (error) {
+          codes.push((error as DMAError).code);
+        }
+      }
+    });
+    expect(codes).toEqual(['ERR_DMA_INVALID_ARGUMENT', 'ERR_DMA_INVALID_ARGUMENT']);
+  });
+
+  it('marks the dirty log at the guest-physical page of a write served by it', () => {
+    const memory = new GuestMemory({ size: 8 * PAGE, dirtyLog: { clients: ['code'] } });
+    const code = memory.dirtyLog('code');
+    const domain = new IommuDomain();
+    domain.map(IOVA, 3 * PAGE, 2 * PAGE, BIDIRECTIONAL);
+    const ctx = new DMAContext(memory, { iommu: domain });
+    ctx.batch(() => {
+      keep(ctx, IOVA);
+      ctx.write(IOVA + PAGE + 64, pattern(8, 7), RELAXED);
+      ctx.writeU32LE(IOVA + 128, 9, RELAXED);
+    });
+    expect(code.collect()).toEqual([3 * PAGE, 4 * PAGE]);
+  });
+});

@@ -16,11 +16,11 @@ import { describe, expect, it } from 'vitest';
  * every error message of the library (which must name the bad value) together is about
  * 2.5 KB: 15 KB cannot be met without dropping behaviour the contract requires. The budgets
  * are therefore the total and, separately, our own code, each a little above today's size
- * (which includes the fast paths of the performance work, about 0.6 KB), so that neither
- * grows unnoticed (docs/browser.md, "Size").
+ * (which includes the fast paths of the performance work, about 0.6 KB, and the IOMMU's
+ * window of issue 13, 0.3 KB), so that neither grows unnoticed (docs/browser.md, "Size").
  */
 const BUDGETS = [
-  { entry: 'dma-attrs', file: 'dist/index.js', total: 19.5 * 1024, own: 15 * 1024 },
+  { entry: 'dma-attrs', file: 'dist/index.js', total: 20 * 1024, own: 15.5 * 1024 },
   // The legacy API bundles the core it is built on: its budget includes it.
   { entry: 'dma-attrs/legacy', file: 'dist/legacy.js', total: 20 * 1024, own: 15.5 * 1024 },
 ] as const;
