@@ -1511,6 +1511,36 @@ eachContext('the same buffers copied request after request (word copies)', () =>
     }
   });
 
+  it('copies the new length of a buffer whose resizable backing grew after earlier copies', () => {
+    const { vq, driver } = setup();
+    const Resizable = ArrayBuffer as unknown as new (
+      length: number,
+      options: { maxByteLength: number },
+    ) => ArrayBuffer & { resize(length: number): void };
+    const backing = new Resizable(64, { maxByteLength: 128 });
+    const buf = new Uint8Array(backing); // tracks the backing's length
+    // The chain offers 128 bytes each way: the buffer's length decides what is copied.
+    for (const [round, size] of [
+      [0, 64],
+      [1, 64],
+      [2, 128],
+      [3, 128],
+    ] as const) {
+      backing.resize(size);
+      offer(driver, 128, round);
+      const chain = popChain(vq);
+      expect(chain.read(buf)).toBe(size);
+      expect([...buf]).toEqual(expected(size, round));
+      buf.fill(round + 1);
+      expect(chain.write(buf)).toBe(size);
+      vq.push(chain, size);
+      expect(driver.bytes(RESPONSE, 128)).toEqual([
+        ...new Array<number>(size).fill(round + 1),
+        ...new Array<number>(128 - size).fill(0),
+      ]);
+    }
+  });
+
   it('copies nothing with a buffer detached after earlier copies', () => {
     const { vq, driver, memory } = setup();
     const buf = new Uint8Array(64);

@@ -27,6 +27,7 @@ import {
   byteLengthOfView,
   byteOffsetOfView,
   fixedView,
+  isResizable,
   setBytes,
   typedArrayKind,
 } from './intrinsics.js';
@@ -189,6 +190,12 @@ export class CallerWords {
   #words: Int32Array | undefined;
   /** Whether `#words` was worked out for `#last` (undefined then means "not eligible"). */
   #made = false;
+  /**
+   * The real length of `#last` when its words were made, or -1 for a resizable backing. A
+   * buffer over a fixed-length `ArrayBuffer` keeps its length until the buffer is detached,
+   * which empties the words too: while they are not empty, this is its length.
+   */
+  #length = -1;
 
   /**
    * The words of `buf`, or undefined: the first use of `buf` after another buffer, or a
@@ -203,9 +210,23 @@ export class CallerWords {
     }
     if (!this.#made) {
       this.#made = true;
-      this.#words = callerWords(buf);
+      const words = callerWords(buf);
+      this.#words = words;
+      this.#length =
+        words === undefined || isResizable(bufferOfView(buf)) ? -1 : byteLengthOfView(buf);
     }
     return this.#words;
+  }
+
+  /**
+   * The real length of the buffer whose words {@link CallerWords.of} just gave, when they
+   * still stand for it (it is not detached, and its backing cannot resize); else -1. It was
+   * read from the buffer's internal slot, so it takes the place of the brand check and the
+   * length read of `bufferLength` for a buffer used again.
+   */
+  knownLength(): number {
+    const words = this.#words;
+    return words !== undefined && words.length !== 0 ? this.#length : -1;
   }
 }
 

@@ -233,7 +233,12 @@ export class DescriptorChain {
   }
 
   #copy(buf: Uint8Array, offset: number, toGuest: boolean): number {
-    const length = bufferLength(buf, toGuest ? 'data' : 'buf');
+    // A buffer the device uses again has its words and its length known (`CallerWords`):
+    // they stand for the brand check and the length read.
+    const reused = toGuest ? this.#writes : this.#reads;
+    const words = reused.of(buf);
+    const known = words === undefined ? -1 : reused.knownLength();
+    const length = known >= 0 ? known : bufferLength(buf, toGuest ? 'data' : 'buf');
     checkLength(offset, 'offset');
     if (this.#pushed) {
       invalidArgument(
@@ -249,17 +254,21 @@ export class DescriptorChain {
     const at = toGuest ? this.#firstWritable : 0;
     const firstLength = this.#lengths[at] as number;
     if (offset < firstLength && count <= firstLength - offset) {
-      this.#one((this.#addrs[at] as number) + offset, buf, length, count, toGuest, at);
+      this.#one((this.#addrs[at] as number) + offset, buf, words, length, count, toGuest, at);
       return count;
     }
-    this.#gather(buf, length, offset, count, toGuest);
+    this.#gather(buf, words, length, offset, count, toGuest);
     return count;
   }
 
-  /** A copy of `count` bytes at `addr`, inside the chain's buffer `at`. */
+  /**
+   * A copy of `count` bytes at `addr`, inside the chain's buffer `at`; `words` are the words
+   * of `buf` from `CallerWords.of`, if any.
+   */
   #one(
     addr: number,
     buf: Uint8Array,
+    words: Int32Array | undefined,
     length: number,
     count: number,
     toGuest: boolean,
@@ -275,20 +284,22 @@ export class DescriptorChain {
       const offset = addr + span.delta;
       const guest = span.store.words;
       // Whole words above 16 bytes of a shared backing, and a buffer whose words hold them.
-      const words =
-        guest !== undefined && count > 16 && (offset | 0) === offset && ((offset | count) & 3) === 0
-          ? (toGuest ? this.#writes : this.#reads).of(buf)
-          : undefined;
-      const byWords = words !== undefined && words.length >= count >> 2;
+      const byWords =
+        guest !== undefined &&
+        count > 16 &&
+        (offset | 0) === offset &&
+        ((offset | count) & 3) === 0 &&
+        words !== undefined &&
+        words.length >= count >> 2;
       if (toGuest) {
         if (byWords) {
-          wordsIn(guest as Int32Array, offset >> 2, words, count >> 2);
+          wordsIn(guest, offset >> 2, words, count >> 2);
         } else {
           copyIn(span.store, offset, count !== length ? fixedView(buf, 0, count) : buf, count);
         }
         span.dirty?.mark(addr, count);
       } else if (byWords) {
-        wordsOut(guest as Int32Array, offset >> 2, words, count >> 2);
+        wordsOut(guest, offset >> 2, words, count >> 2);
       } else {
         copyOut(span.store, offset, buf, count);
       }
@@ -303,7 +314,14 @@ export class DescriptorChain {
   }
 
   /** A copy over the buffers from `offset` into the part, as one vector access. */
-  #gather(buf: Uint8Array, length: number, offset: number, count: number, toGuest: boolean): void {
+  #gather(
+    buf: Uint8Array,
+    words: Int32Array | undefined,
+    length: number,
+    offset: number,
+    count: number,
+    toGuest: boolean,
+  ): void {
     const end = toGuest ? this.#count : this.#firstWritable;
     const addrs = this.#addrs;
     const lengths = this.#lengths;
@@ -328,7 +346,7 @@ export class DescriptorChain {
       left -= take;
     }
     if (listed === 2) {
-      this.#one(ranges[0] as number, buf, length, count, toGuest, first);
+      this.#one(ranges[0] as number, buf, words, length, count, toGuest, first);
       return;
     }
     ranges.length = listed;
