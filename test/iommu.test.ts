@@ -2098,6 +2098,58 @@ describe('the translation a context keeps from its last IOTLB hit', () => {
     expect(codes).toEqual(['ERR_DMA_INVALID_ARGUMENT', 'ERR_DMA_INVALID_ARGUMENT']);
   });
 
+  it("follows another domain object's unmap and map made while a batch holds it", () => {
+    // The other object shares the table but not this one's IOTLB, so only the shared unmap
+    // generation tells this context that its window is stale. Its unmap waits out the stall
+    // limit (1 s) for the batch's slot, on this very thread, then goes on.
+    const memory = newMemory();
+    const domain = new IommuDomain();
+    domain.map(IOVA, 2 * PAGE, PAGE, BIDIRECTIONAL);
+    const other = IommuDomain.fromHandle(domain.handle());
+    const ctx = new DMAContext(memory, { iommu: domain });
+    const seen: number[] = [];
+    ctx.batch(() => {
+      keep(ctx, IOVA + 8);
+      seen.push(ctx.readU32LE(IOVA + 8, RELAXED));
+      other.unmap(IOVA, PAGE);
+      other.map(IOVA, 5 * PAGE, PAGE, BIDIRECTIONAL);
+      seen.push(ctx.readU32LE(IOVA + 8, RELAXED));
+      ctx.writeU32LE(IOVA + 16, 0x1234_5678, RELAXED);
+    });
+    const word = (gpa: number): number =>
+      new DataView(guestBytes(memory, gpa, 4).slice().buffer).getUint32(0, true);
+    expect(seen).toEqual([word(2 * PAGE + 8), word(5 * PAGE + 8)]);
+    expect(seen[0]).not.toBe(seen[1]);
+    expect(word(5 * PAGE + 16)).toBe(0x1234_5678);
+  });
+
+  it.each(runs)('moves unaligned words byte for byte (%s)', (_, run) => {
+    const memory = newMemory();
+    const domain = new IommuDomain();
+    domain.map(IOVA, 2 * PAGE, PAGE, BIDIRECTIONAL);
+    const ctx = new DMAContext(memory, { iommu: domain });
+    const read: (number | bigint)[] = [];
+    run(ctx, () => {
+      keep(ctx, IOVA);
+      read.push(ctx.readU16LE(IOVA + 33, RELAXED), ctx.readU32LE(IOVA + 66, RELAXED));
+      read.push(ctx.readU64LE(IOVA + 100, RELAXED));
+      ctx.writeU16LE(IOVA + 129, 0xa1b2, RELAXED);
+      ctx.writeU32LE(IOVA + 162, 0xc3d4_e5f6, RELAXED);
+      ctx.writeU64LE(IOVA + 196, 0x0102_0304_0506_0708n, RELAXED);
+    });
+    const view = (gpa: number, length: number): DataView =>
+      new DataView(guestBytes(memory, gpa, length).slice().buffer);
+    const base = 2 * PAGE;
+    expect(read).toEqual([
+      view(base + 33, 2).getUint16(0, true),
+      view(base + 66, 4).getUint32(0, true),
+      view(base + 100, 8).getBigUint64(0, true),
+    ]);
+    expect(view(base + 129, 2).getUint16(0, true)).toBe(0xa1b2);
+    expect(view(base + 162, 4).getUint32(0, true)).toBe(0xc3d4_e5f6);
+    expect(view(base + 196, 8).getBigUint64(0, true)).toBe(0x0102_0304_0506_0708n);
+  });
+
   it('marks the dirty log at the guest-physical page of a write served by it', () => {
     const memory = new GuestMemory({ size: 8 * PAGE, dirtyLog: { clients: ['code'] } });
     const code = memory.dirtyLog('code');
