@@ -305,14 +305,14 @@ export class IommuDomain {
   readonly #tlbEnd = new Float64Array(TLB_SIZE);
   readonly #tlbDelta = new Float64Array(TLB_SIZE);
   readonly #tlbPerm = new Int32Array(TLB_SIZE);
-  // The IOTLB entry of the last hit, in plain fields: a device's accesses in a row mostly land
-  // in one mapping, and these loads are cheaper than the page index and four array loads.
   /**
-   * How many times the IOTLB was dropped (an `unmap` seen, or `close`): a translation cached
-   * outside the domain (a context's batch window) is good while this has not moved. A plain
-   * count, never wrapped, so that no old value comes back.
+   * How many times the IOTLB was dropped (an `unmap` seen, or `close`): a translation kept
+   * outside the domain (a context's window) is good while this has not moved. A plain count,
+   * never wrapped, so that no old value comes back.
    */
   #epoch = 0;
+  // The IOTLB entry of the last hit, in plain fields: a device's accesses in a row mostly land
+  // in one mapping, and these loads are cheaper than the page index and four array loads.
   #lastStart = -1;
   #lastEnd = -1;
   #lastDelta = 0;
