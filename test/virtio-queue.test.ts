@@ -1480,7 +1480,12 @@ eachContext('the same buffers copied request after request (word copies)', () =>
     }
   });
 
-  it('copies a buffer whose resizable backing shrank or grew after earlier copies', () => {
+  /**
+   * Rounds of a chain offering `offered` bytes each way, read into and written from one
+   * buffer that tracks a resizable backing (64 bytes at first, at most 128), resized to `size`
+   * before each round; `copied` is what each copy must move.
+   */
+  function resizableRounds(offered: number, rounds: readonly (readonly [number, number])[]): void {
     const { vq, driver } = setup();
     // ES2024 resizable buffers, in Node 20 but not in this project's ES2022 lib types.
     const Resizable = ArrayBuffer as unknown as new (
@@ -1489,56 +1494,40 @@ eachContext('the same buffers copied request after request (word copies)', () =>
     ) => ArrayBuffer & { resize(length: number): void };
     const backing = new Resizable(64, { maxByteLength: 128 });
     const buf = new Uint8Array(backing); // tracks the backing's length
-    for (const [round, size, copied] of [
-      [0, 64, 64],
-      [1, 64, 64],
-      [2, 128, 64],
-      [3, 32, 32],
-      [4, 32, 32],
-    ] as const) {
+    for (const [round, [size, copied]] of rounds.entries()) {
       backing.resize(size);
-      offer(driver, 64, round);
+      offer(driver, offered, round);
       const chain = popChain(vq);
       expect(chain.read(buf)).toBe(copied);
       expect([...buf.subarray(0, copied)]).toEqual(expected(copied, round));
       buf.fill(round + 1);
       expect(chain.write(buf)).toBe(copied);
       vq.push(chain, copied);
-      expect(driver.bytes(RESPONSE, 64)).toEqual([
+      expect(driver.bytes(RESPONSE, offered)).toEqual([
         ...new Array<number>(copied).fill(round + 1),
-        ...new Array<number>(64 - copied).fill(0),
+        ...new Array<number>(offered - copied).fill(0),
       ]);
     }
+  }
+
+  it('copies a buffer whose resizable backing shrank or grew after earlier copies', () => {
+    resizableRounds(64, [
+      [64, 64],
+      [64, 64],
+      [128, 64],
+      [32, 32],
+      [32, 32],
+    ]);
   });
 
   it('copies the new length of a buffer whose resizable backing grew after earlier copies', () => {
-    const { vq, driver } = setup();
-    const Resizable = ArrayBuffer as unknown as new (
-      length: number,
-      options: { maxByteLength: number },
-    ) => ArrayBuffer & { resize(length: number): void };
-    const backing = new Resizable(64, { maxByteLength: 128 });
-    const buf = new Uint8Array(backing); // tracks the backing's length
     // The chain offers 128 bytes each way: the buffer's length decides what is copied.
-    for (const [round, size] of [
-      [0, 64],
-      [1, 64],
-      [2, 128],
-      [3, 128],
-    ] as const) {
-      backing.resize(size);
-      offer(driver, 128, round);
-      const chain = popChain(vq);
-      expect(chain.read(buf)).toBe(size);
-      expect([...buf]).toEqual(expected(size, round));
-      buf.fill(round + 1);
-      expect(chain.write(buf)).toBe(size);
-      vq.push(chain, size);
-      expect(driver.bytes(RESPONSE, 128)).toEqual([
-        ...new Array<number>(size).fill(round + 1),
-        ...new Array<number>(128 - size).fill(0),
-      ]);
-    }
+    resizableRounds(128, [
+      [64, 64],
+      [64, 64],
+      [128, 128],
+      [128, 128],
+    ]);
   });
 
   it('copies nothing with a buffer detached after earlier copies', () => {
