@@ -143,7 +143,7 @@ function copyOutLong(store: GuestStore, at: number, buf: Uint8Array, length: num
   if (length <= STAGED_OUT && offset === at) {
     const words = store.words;
     if (words !== undefined && ((offset | length) & 3) === 0) {
-      wordsOut(words, offset >> 2, SCRATCH_WORDS, length >> 2);
+      copyWords(words, offset >> 2, SCRATCH_WORDS, 0, length >> 2);
       setBytes(buf, scratchPrefix(length));
       return;
     }
@@ -243,51 +243,32 @@ function callerWords(buf: Uint8Array): Int32Array | undefined {
 }
 
 /**
- * Copies `count` words of a shared backing, from word `first`, into the first words of
- * `target`: the scratch buffer, or a caller's buffer from {@link CallerWords}; neither
- * overlaps the backing, and every word is loaded before it is stored. Four words a turn: a
+ * Copies `count` words from word `from` of `source` to word `to` of `target`: between a
+ * shared backing and the scratch buffer or a caller's buffer from {@link CallerWords}, which
+ * never overlap it; every word of a turn is loaded before it is stored. Four words a turn: a
  * loop's back edge checks for interrupts, after which V8 reloads both views' lengths and data
  * pointers, which costs more than the copy of a word.
  * @internal
  */
-export function wordsOut(
-  words: Int32Array,
-  first: number,
+export function copyWords(
+  source: Int32Array,
+  from: number,
   target: Int32Array,
+  to: number,
   count: number,
 ): void {
   let index = 0;
   for (; index + 4 <= count; index += 4) {
-    const w0 = words[first + index] as number;
-    const w1 = words[first + index + 1] as number;
-    const w2 = words[first + index + 2] as number;
-    const w3 = words[first + index + 3] as number;
-    target[index] = w0;
-    target[index + 1] = w1;
-    target[index + 2] = w2;
-    target[index + 3] = w3;
+    const w0 = source[from + index] as number;
+    const w1 = source[from + index + 1] as number;
+    const w2 = source[from + index + 2] as number;
+    const w3 = source[from + index + 3] as number;
+    target[to + index] = w0;
+    target[to + index + 1] = w1;
+    target[to + index + 2] = w2;
+    target[to + index + 3] = w3;
   }
-  for (; index < count; index++) target[index] = words[first + index] as number;
-}
-
-/**
- * Copies the first `count` words of a caller's buffer into a shared backing from word
- * `first`: {@link wordsOut} the other way.
- * @internal
- */
-export function wordsIn(words: Int32Array, first: number, source: Int32Array, count: number): void {
-  let index = 0;
-  for (; index + 4 <= count; index += 4) {
-    const w0 = source[index] as number;
-    const w1 = source[index + 1] as number;
-    const w2 = source[index + 2] as number;
-    const w3 = source[index + 3] as number;
-    words[first + index] = w0;
-    words[first + index + 1] = w1;
-    words[first + index + 2] = w2;
-    words[first + index + 3] = w3;
-  }
-  for (; index < count; index++) words[first + index] = source[index] as number;
+  for (; index < count; index++) target[to + index] = source[from + index] as number;
 }
 
 /** `SCRATCH.subarray(0, length)`, made once per length. */

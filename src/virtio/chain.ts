@@ -8,7 +8,7 @@ import { DMAAttributes } from '../attributes.js';
 import { transferKnownLength, type DirectSpan, type DMAContext } from '../context.js';
 import { DMAFault } from '../errors.js';
 import { bufferLength, checkLength, invalidArgument } from '../internal/check.js';
-import { CallerWords, copyIn, copyOut, wordsIn, wordsOut } from '../internal/copy.js';
+import { CallerWords, copyIn, copyOut, copyWords } from '../internal/copy.js';
 import { fixedView } from '../internal/intrinsics.js';
 
 /** One buffer of a chain, after indirect tables are expanded. */
@@ -293,13 +293,13 @@ export class DescriptorChain {
         words.length >= count >> 2;
       if (toGuest) {
         if (byWords) {
-          wordsIn(guest, offset >> 2, words, count >> 2);
+          copyWords(words, 0, guest, offset >> 2, count >> 2);
         } else {
           copyIn(span.store, offset, count !== length ? fixedView(buf, 0, count) : buf, count);
         }
         span.dirty?.mark(addr, count);
       } else if (byWords) {
-        wordsOut(guest, offset >> 2, words, count >> 2);
+        copyWords(guest, offset >> 2, words, 0, count >> 2);
       } else {
         copyOut(span.store, offset, buf, count);
       }
