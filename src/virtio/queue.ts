@@ -156,6 +156,14 @@ export class SplitVirtqueue {
   readonly #usedFlagsWord: number;
   /** `barrier('full')` may be made here (the span's `ordered`). */
   readonly #ordered: boolean;
+  /**
+   * Whether the full barrier that `needsNotification` and `enableNotification` make here
+   * costs the fence RMW. Not under `tso` when the index each of them stores before it is one
+   * of the words above: that store is the queue's own `Atomics.store`, which V8 emits on x86
+   * as `xchg`, a full fence by itself, so the RMW after it would only be a second one (and
+   * the device written by hand, which makes the same store, issues none).
+   */
+  readonly #fullFence: boolean;
   /** The context's fence word (a stand-in where it has none) and its policy's mask. */
   readonly #fence: Int32Array;
   readonly #fenceMask: number;
@@ -239,6 +247,11 @@ export class SplitVirtqueue {
     this.#ordered = ordered;
     this.#fence = span?.fence ?? new Int32Array(1);
     this.#fenceMask = span?.fence === undefined ? 0 : span.fenceMask;
+    // `tso`: acquire and release cost nothing, full the RMW (src/barrier.ts).
+    const tso = this.#fenceMask === 1 << FULL;
+    const stored = this.eventIdx ? this.#availEventWord : this.#usedFlagsWord;
+    this.#fullFence =
+      (this.#fenceMask & (1 << FULL)) !== 0 && !(tso && this.#usedIdxWord >= 0 && stored >= 0);
   }
 
   /** The context's `readU16LE(addr)` of the index at u16 element `word`: load, then acquire. */
@@ -255,10 +268,14 @@ export class SplitVirtqueue {
     this.#dirty?.mark(addr, 2);
   }
 
-  /** The context's `barrier('full')`. */
+  /**
+   * The context's `barrier('full')`, after the store of `used.idx` (`needsNotification`) or of
+   * `avail_event`/`used.flags` (`enableNotification`): without the RMW where that store was
+   * the queue's own `xchg` (`#fullFence`).
+   */
   #full(): void {
     if (!this.#ordered) this.#context.barrier('full');
-    else if ((this.#fenceMask & (1 << FULL)) !== 0) Atomics.add(this.#fence, 0, 0);
+    else if (this.#fullFence) Atomics.add(this.#fence, 0, 0);
   }
 
   /** The queue cannot continue (virtio's DEVICE_NEEDS_RESET): every `pop`/`push` throws. */
