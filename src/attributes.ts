@@ -5,6 +5,7 @@
  */
 import * as z from 'zod/mini';
 import { DMAError } from './errors.js';
+import { BIDIRECTIONAL, READ, RELAXED, WRITE } from './internal/bits.js';
 import { describe } from './internal/describe.js';
 
 /**
@@ -21,13 +22,13 @@ import { describe } from './internal/describe.js';
  */
 export const DMAAttributes = {
   /** The device reads guest memory (was `DMA_DIRECTION_TO_DEVICE`). */
-  READ: 0b0001,
+  READ,
   /** The device writes guest memory (was `DMA_DIRECTION_FROM_DEVICE`). */
-  WRITE: 0b0010,
+  WRITE,
   /** `READ | WRITE`: only `map`, `unmap`, `valid` and IOMMU permissions take it. */
-  BIDIRECTIONAL: 0b0011,
+  BIDIRECTIONAL,
   /** No ordering barrier: the caller orders the access itself (or needs no order). */
-  RELAXED: 0b0100,
+  RELAXED,
 } as const;
 
 /** A bitfield of {@link DMAAttributes} values: an integer with no bit outside `0b0111`. */
@@ -64,7 +65,6 @@ export const DMAFlagsSchema = z.strictObject({
   relaxed: z.optional(z.boolean()),
 });
 
-const { READ, WRITE, RELAXED } = DMAAttributes;
 const ALL_BITS = READ | WRITE | RELAXED;
 
 /**

@@ -6,6 +6,7 @@
  */
 import { toAttributes, type DMAAttributesLike } from './attributes.js';
 import { DMAError } from './errors.js';
+import { ACQUIRE, FULL, NONE, RELEASE } from './internal/bits.js';
 import { describe } from './internal/describe.js';
 
 /**
@@ -30,14 +31,8 @@ export type BarrierStrength = 'none' | 'acquire' | 'release' | 'full';
  */
 export type BarrierPolicy = 'strict' | 'tso' | 'auto';
 
-/** Numeric strengths, so that the hot path compares small integers. */
-export const NONE = 0;
-/** @see {@link NONE} */
-export const ACQUIRE = 1;
-/** @see {@link NONE} */
-export const RELEASE = 2;
-/** @see {@link NONE} */
-export const FULL = 3;
+// The numeric strengths live in an import-free module, whose constants the build inlines.
+export { ACQUIRE, FULL, NONE, RELEASE } from './internal/bits.js';
 
 /** The strength names, indexed by numeric strength. */
 export const STRENGTH_NAMES: readonly BarrierStrength[] = ['none', 'acquire', 'release', 'full'];

@@ -4,12 +4,8 @@
  *
  * @module
  */
-import {
-  DMAAttributes,
-  formatAttributes,
-  toAttributes,
-  type DMAAttributesLike,
-} from './attributes.js';
+import { formatAttributes, toAttributes, type DMAAttributesLike } from './attributes.js';
+import { BIDIRECTIONAL, READ, RELAXED, WRITE } from './internal/bits.js';
 import {
   ACQUIRE,
   FULL,
@@ -39,8 +35,6 @@ import { uint8Length } from './internal/intrinsics.js';
 import { iommuAccess, isIommuDomain, type IommuDomain } from './iommu.js';
 import { isGuestMemory, memoryParts, unassigned, type GuestMemory } from './memory.js';
 
-const { READ, WRITE, RELAXED } = DMAAttributes;
-const DIRECTIONS = READ | WRITE;
 const HOST_LITTLE_ENDIAN = new Uint8Array(Uint16Array.of(1).buffer)[0] === 1;
 
 /** What a {@link DMATraceEvent} records. `rw` and fixed-width accessors trace as `read` or `write`. */
@@ -137,7 +131,7 @@ function impliedBits(attrs: DMAAttributesLike | undefined, implied: number, op: 
 function impliedSlow(attrs: DMAAttributesLike | undefined, implied: number, op: string): number {
   if (attrs === undefined) return implied;
   const bits = typeof attrs === 'number' && (attrs & 7) === attrs ? attrs : toAttributes(attrs);
-  if ((bits & DIRECTIONS & ~implied) !== 0) throw impliedConflict(attrs, bits, implied, op);
+  if ((bits & BIDIRECTIONAL & ~implied) !== 0) throw impliedConflict(attrs, bits, implied, op);
   return bits | implied;
 }
 
@@ -152,7 +146,7 @@ function impliedConflict(
   implied: number,
   op: string,
 ): DMAError {
-  const other = DIRECTIONS & ~implied;
+  const other = BIDIRECTIONAL & ~implied;
   return invalidAttributes(
     `${op} implies ${implied === READ ? 'READ' : 'WRITE'}; attrs ${describe(attrs)} (${formatAttributes(bits)}) also set ${other === READ ? 'READ' : 'WRITE'}`,
   );
@@ -161,8 +155,8 @@ function impliedConflict(
 /** The bits of an accessor that takes its direction from the caller. */
 function directedBits(attrs: DMAAttributesLike, op: string, exactlyOne: boolean): number {
   const bits = typeof attrs === 'number' && (attrs & 7) === attrs ? attrs : toAttributes(attrs);
-  const direction = bits & DIRECTIONS;
-  if (direction === 0 || (exactlyOne && direction === DIRECTIONS)) {
+  const direction = bits & BIDIRECTIONAL;
+  if (direction === 0 || (exactlyOne && direction === BIDIRECTIONAL)) {
     throw invalidAttributes(
       `${op} needs ${exactlyOne ? 'exactly one of READ or WRITE' : 'READ, WRITE or BIDIRECTIONAL'}; received attrs ${describe(attrs)}`,
     );
@@ -340,6 +334,12 @@ export class DMAContext {
   readonly #hi: number;
   readonly #delta: number;
   /**
+   * `#hi` for the fixed-width accessors' element access, which needs a little-endian host;
+   * -1 on a big-endian one. A field rather than a test of `HOST_LITTLE_ENDIAN`: a bundled
+   * module constant is a `var`, which V8 loads and converts to a boolean on every call.
+   */
+  readonly #wordHi: number;
+  /**
    * With an IOMMU and no trace on a shared backing: the first span as `[lo, hi, delta]`
    * (see `FlatView.fixedSpan`), the guest range that a window can cover; else undefined.
    */
@@ -401,6 +401,7 @@ export class DMAContext {
     this.#windowSpan = iommu === undefined ? undefined : span;
     this.#lo = lo;
     this.#hi = hi;
+    this.#wordHi = HOST_LITTLE_ENDIAN ? hi : -1;
     this.#delta = delta;
     this.#u16 = flat.u16;
     this.#u32 = flat.u32;
@@ -988,7 +989,7 @@ export class DMAContext {
       if (!flat.resolve(addr, length, out)) throw unassigned(addr, length, bits);
       return undefined;
     }
-    const gpa = iommuAccess.lookup(iommu, addr, length, bits & DIRECTIONS);
+    const gpa = iommuAccess.lookup(iommu, addr, length, bits & BIDIRECTIONAL);
     if (gpa >= 0 && flat.resolve(gpa, length, out)) return undefined;
     const runs = this.#runs;
     emptyList(runs);
@@ -1177,7 +1178,7 @@ export class DMAContext {
     bits: number,
   ): boolean {
     const slot = this.#enter();
-    const need = bits & DIRECTIONS;
+    const need = bits & BIDIRECTIONAL;
     let gpa: number;
     let offset: number;
     if (this.#inWindow(iommu, addr, length, need)) {
@@ -1334,7 +1335,7 @@ export class DMAContext {
     const iommu = this.#iommu;
     if (iommu !== undefined && this.#trace === undefined && isAddressRange(addr, width)) {
       const slot = this.#enter();
-      const need = bits & DIRECTIONS;
+      const need = bits & BIDIRECTIONAL;
       let gpa: number;
       let offset: number;
       if (this.#inWindow(iommu, addr, width, need)) {
@@ -1382,20 +1383,13 @@ export class DMAContext {
 
   /**
    * The element index of a `width`-byte word at `addr` in the fast path's views, or -1: not a
-   * number, outside `[#lo, #hi)` (and always with an IOMMU, a trace or a backing that may
-   * change), or not a naturally aligned int32 offset in the backing (a fraction, NaN, or a
+   * number, outside `[#lo, #wordHi)` (and always with an IOMMU, a trace, a backing that may
+   * change or a big-endian host), or not a naturally aligned int32 offset in the backing (a fraction, NaN, or a
    * backing beyond 2 GiB: the general path then). Aligned words are single-copy atomic there.
    * Always -1 on a big-endian host: only the little-endian accessors ask.
    */
   #wordAt(addr: unknown, width: number): number {
-    if (
-      !HOST_LITTLE_ENDIAN ||
-      typeof addr !== 'number' ||
-      addr < this.#lo ||
-      addr + width > this.#hi
-    ) {
-      return -1;
-    }
+    if (typeof addr !== 'number' || addr < this.#lo || addr + width > this.#wordHi) return -1;
     const offset = addr + this.#delta;
     if ((offset | 0) !== offset || (offset & (width - 1)) !== 0) return -1;
     return offset / width;

@@ -6,12 +6,8 @@
  *
  * @module
  */
-import {
-  DMAAttributes,
-  formatAttributes,
-  toAttributes,
-  type DMAAttributesLike,
-} from './attributes.js';
+import { formatAttributes, toAttributes, type DMAAttributesLike } from './attributes.js';
+import { BIDIRECTIONAL, READ, RELAXED } from './internal/bits.js';
 import { resolveBarrierPolicy } from './barrier.js';
 import { DMAError, DMAFault, type DMAFaultAccess, type DMAFaultReason } from './errors.js';
 import {
@@ -23,9 +19,6 @@ import {
 } from './internal/check.js';
 import { describe } from './internal/describe.js';
 import { sharedByteLength } from './internal/intrinsics.js';
-
-const { READ, WRITE, RELAXED } = DMAAttributes;
-const DIRECTIONS = READ | WRITE;
 
 /** What a domain's `onFault` listener receives for every refused access. */
 export interface IommuFault {
@@ -465,7 +458,7 @@ export class IommuDomain {
   map(iova: number, gpa: number, size: number, perm: DMAAttributesLike): void {
     this.#checkOpen();
     const bits = toAttributes(perm, 'perm');
-    if ((bits & DIRECTIONS) === 0 || (bits & RELAXED) !== 0) {
+    if ((bits & BIDIRECTIONAL) === 0 || (bits & RELAXED) !== 0) {
       throw new DMAError(
         'ERR_DMA_INVALID_ATTRIBUTES',
         `perm must be READ, WRITE or BIDIRECTIONAL; received ${describe(perm)} (${formatAttributes(bits)})`,
@@ -504,7 +497,7 @@ export class IommuDomain {
       this.#ranges[at * 3] = iova;
       this.#ranges[at * 3 + 1] = iova + size;
       this.#ranges[at * 3 + 2] = gpa;
-      this.#perms[at] = bits & DIRECTIONS;
+      this.#perms[at] = bits & BIDIRECTIONAL;
       this.#header[COUNT] = count + 1;
     } finally {
       this.#unlock();
@@ -599,7 +592,7 @@ export class IommuDomain {
   translate(iova: number, attrs: DMAAttributesLike): IommuTranslation {
     // Attributes first, then arguments: the documented order of every accessor.
     const bits = toAttributes(attrs);
-    const need = bits & DIRECTIONS;
+    const need = bits & BIDIRECTIONAL;
     if (need === 0) {
       throw new DMAError(
         'ERR_DMA_INVALID_ATTRIBUTES',
@@ -631,7 +624,7 @@ export class IommuDomain {
   /** {@link IommuDomain.translate} for validated arguments, with the access's length for its fault. */
   #translateAccess(iova: number, length: number, attrs: number): IommuTranslation {
     this.#checkOpen();
-    const need = attrs & DIRECTIONS;
+    const need = attrs & BIDIRECTIONAL;
     let found: number;
     let gpa = 0;
     let contiguous = 0;
@@ -812,7 +805,7 @@ export class IommuDomain {
     out: number[],
   ): DMAFault | undefined {
     this.#checkOpen();
-    const need = attrs & DIRECTIONS;
+    const need = attrs & BIDIRECTIONAL;
     let failure: DMAFaultReason | undefined;
     let refused: DMAFaultAccess | undefined;
     const first = out.length;

@@ -7,7 +7,7 @@
  * @module dma-attrs/legacy
  */
 /* eslint-disable @typescript-eslint/no-deprecated -- this module is the deprecated API itself */
-import { DMAAttributes } from './attributes.js';
+import { READ, RELAXED, WRITE } from './internal/bits.js';
 import { isDMAContext, transferKnownLength, type DMAContext } from './context.js';
 import { DMAError } from './errors.js';
 import {
@@ -20,8 +20,6 @@ import {
 } from './internal/check.js';
 import { describe } from './internal/describe.js';
 import { fixedView } from './internal/intrinsics.js';
-
-const { READ, WRITE, RELAXED } = DMAAttributes;
 
 /**
  * The direction of a transfer, as the 2012 helpers named it.

@@ -4,10 +4,10 @@
  *
  * @module
  */
-import { DMAAttributes } from '../attributes.js';
 import { transferKnownLength, type DirectSpan, type DMAContext } from '../context.js';
 import { DMAFault } from '../errors.js';
 import { bufferLength, checkLength, invalidArgument } from '../internal/check.js';
+import { READ, RELAXED, WRITE } from '../internal/bits.js';
 import { CallerWords, copyIn, copyOut, copyWords } from '../internal/copy.js';
 import { fixedView } from '../internal/intrinsics.js';
 
@@ -25,9 +25,6 @@ export interface VirtqDescriptor {
   readonly indirect: boolean;
 }
 
-const RELAXED = DMAAttributes.RELAXED;
-const FROM_GUEST = DMAAttributes.READ | RELAXED;
-const TO_GUEST = DMAAttributes.WRITE | RELAXED;
 const CREATE = Symbol('DescriptorChain');
 
 /**
@@ -307,7 +304,13 @@ export class DescriptorChain {
     }
     const whole = toGuest && count !== length ? fixedView(buf, 0, count) : buf;
     try {
-      transferKnownLength(this.#context, addr, whole, count, toGuest ? TO_GUEST : FROM_GUEST);
+      transferKnownLength(
+        this.#context,
+        addr,
+        whole,
+        count,
+        toGuest ? WRITE | RELAXED : READ | RELAXED,
+      );
     } catch (error) {
       throw error instanceof DMAFault ? this.#named(error, at) : error;
     }

@@ -4,11 +4,10 @@
  *
  * @module
  */
-import { DMAAttributes } from '../attributes.js';
-import { ACQUIRE, FULL, RELEASE } from '../barrier.js';
 import { directSpan, isDMAContext, type DirectSpan, type DMAContext } from '../context.js';
 import type { DirtyBitmap } from '../dirty.js';
 import { DMAError, DMAFault } from '../errors.js';
+import { ACQUIRE, FULL, RELAXED, RELEASE } from '../internal/bits.js';
 import { ADDRESS_LIMIT, invalidArgument, isSafeIndex, notInstance } from '../internal/check.js';
 import { describe } from '../internal/describe.js';
 import { CallerWords } from '../internal/copy.js';
@@ -20,7 +19,6 @@ import {
   VRING_USED_F_NO_NOTIFY,
 } from './constants.js';
 
-const RELAXED = DMAAttributes.RELAXED;
 /** 2^32, to join the halves of a descriptor's u64 address. */
 const HIGH = 0x1_0000_0000;
 /** The high half of an address at or above 2^53. */
