@@ -8,6 +8,21 @@
  */
 import { formatAttributes, toAttributes, type DMAAttributesLike } from './attributes.js';
 import { BIDIRECTIONAL, READ, RELAXED } from './internal/bits.js';
+import {
+  COUNT,
+  GENERATION,
+  GENERATION_HALF,
+  GENERATION_MASK,
+  HEADER_WORDS,
+  LOCK,
+  NEXT_HINT,
+  NEXT_OWNER,
+  SLOTS,
+  SLOT_ABANDONED,
+  SLOT_FREE,
+  STALL_MS,
+  TLB_SIZE,
+} from './internal/iommu-layout.js';
 import { resolveBarrierPolicy } from './barrier.js';
 import { DMAError, DMAFault, type DMAFaultAccess, type DMAFaultReason } from './errors.js';
 import {
@@ -78,40 +93,8 @@ export interface IommuTranslation {
   readonly perm: number;
 }
 
-// Layout of the shared buffer, in 32-bit words for the header and slots.
-const LOCK = 0;
-const GENERATION = 1;
-const COUNT = 2;
-/** A counter that spreads the domain objects' preferred slots. */
-const NEXT_HINT = 3;
-/** A counter that gives each domain object its own non-zero id for the table lock. */
-const NEXT_OWNER = 4;
-const HEADER_WORDS = 16;
-/**
- * Accesses that can be in flight at once, across all threads. A slot is held only for the
- * duration of one access, never by a thread: a thread that ends, however it ends, holds
- * none unless it died inside an access.
- */
-const SLOTS = 256;
-const SLOT_FREE = 0;
-/**
- * A slot given up on by `unmap` after the stall limit: its access belongs to a thread that
- * died inside it. Taken again only when no slot is free, in case the thread was merely
- * stalled and still writes FREE when it leaves.
- */
-const SLOT_ABANDONED = -1;
-/**
- * A slot in an access holds `(generation & GENERATION_MASK) + 1`: never FREE or ABANDONED,
- * and compared modulo 2^30 so that the generation counter may wrap.
- */
-const GENERATION_MASK = 0x3fffffff;
-const GENERATION_HALF = 0x20000000;
 /** Whether a plain store is a release on this host (x86-TSO): the `tso` policy's premise. */
 const RELEASE_IS_PLAIN = resolveBarrierPolicy('auto') === 'tso';
-/** How long `unmap` and the table lock wait for a thread before taking it for dead. */
-const STALL_MS = 1000;
-/** Direct-mapped IOTLB entries per thread. */
-const TLB_SIZE = 64;
 
 /** What a slot holds while an access runs under `generation`. */
 function inFlight(generation: number): number {
