@@ -31,9 +31,6 @@ export type BarrierStrength = 'none' | 'acquire' | 'release' | 'full';
  */
 export type BarrierPolicy = 'strict' | 'tso' | 'auto';
 
-// The numeric strengths live in an import-free module, whose constants the build inlines.
-export { ACQUIRE, FULL, NONE, RELEASE } from './internal/bits.js';
-
 /** The strength names, indexed by numeric strength. */
 export const STRENGTH_NAMES: readonly BarrierStrength[] = ['none', 'acquire', 'release', 'full'];
 

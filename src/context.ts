@@ -5,12 +5,17 @@
  * @module
  */
 import { formatAttributes, toAttributes, type DMAAttributesLike } from './attributes.js';
-import { BIDIRECTIONAL, READ, RELAXED, WRITE } from './internal/bits.js';
 import {
   ACQUIRE,
+  BIDIRECTIONAL,
   FULL,
   NONE,
+  READ,
+  RELAXED,
   RELEASE,
+  WRITE,
+} from './internal/bits.js';
+import {
   STRENGTH_NAMES,
   parseStrength,
   strengthCode,
@@ -1383,10 +1388,10 @@ export class DMAContext {
 
   /**
    * The element index of a `width`-byte word at `addr` in the fast path's views, or -1: not a
-   * number, outside `[#lo, #wordHi)` (and always with an IOMMU, a trace, a backing that may
-   * change or a big-endian host), or not a naturally aligned int32 offset in the backing (a fraction, NaN, or a
-   * backing beyond 2 GiB: the general path then). Aligned words are single-copy atomic there.
-   * Always -1 on a big-endian host: only the little-endian accessors ask.
+   * number, outside `[#lo, #wordHi)` (and so always with an IOMMU, a trace, a backing that
+   * may change, or on a big-endian host: only the little-endian accessors ask), or not a
+   * naturally aligned int32 offset in the backing (a fraction, NaN, or a backing beyond
+   * 2 GiB: the general path then). Aligned words are single-copy atomic there.
    */
   #wordAt(addr: unknown, width: number): number {
     if (typeof addr !== 'number' || addr < this.#lo || addr + width > this.#wordHi) return -1;

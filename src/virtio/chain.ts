@@ -304,13 +304,7 @@ export class DescriptorChain {
     }
     const whole = toGuest && count !== length ? fixedView(buf, 0, count) : buf;
     try {
-      transferKnownLength(
-        this.#context,
-        addr,
-        whole,
-        count,
-        toGuest ? WRITE | RELAXED : READ | RELAXED,
-      );
+      transferKnownLength(this.#context, addr, whole, count, (toGuest ? WRITE : READ) | RELAXED);
     } catch (error) {
       throw error instanceof DMAFault ? this.#named(error, at) : error;
     }
