@@ -21,9 +21,10 @@ export default defineConfig({
   clean: false,
   target: 'es2022',
   treeshake: true,
-  // Inlines the literal constants of one module into the others (src/internal/bits.ts,
-  // src/barrier.ts): a bundled top-level \`const\` becomes a \`var\`, which V8 loads and checks
-  // on every use, in the accessors' hot paths too. Names and whitespace stay as written.
+  // Inlines the literal constants of the import-free modules (src/internal/bits.ts,
+  // src/internal/iommu-layout.ts) into the others: a bundled top-level `const` becomes a
+  // `var`, which V8 loads and checks on every use, in the accessors' hot paths too. Names,
+  // comments and whitespace stay as written.
   esbuildOptions(options) {
     options.minifySyntax = true;
   },
