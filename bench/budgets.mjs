@@ -2,10 +2,10 @@
  * Every performance budget of the issues in one table: what was measured, the limit, met or not.
  *
  * A row is `{ name, issue, limit, measured, unit, comparison, met, subject?, baseline?,
- * subjectNs?, baselineNs? }` where `unit` is `'×'` (a ratio of medians), `'ns'` (a difference
- * of medians), `'files/s'`, `'MiB'`, `'GC events'` or `'s'`, and `met` compares `measured`
- * with `limit` by `comparison` (`'<='` or `'>='`). A budget that could not be measured in this
- * run has `measured: null`, `met: null` and a `skipped` reason.
+ * subjectNs?, baselineNs?, floorNs? }` (`floorNs`: see bench/floor.mjs) where `unit` is `'×'`
+ * (a ratio of medians), `'ns'` (a difference of medians), `'files/s'`, `'MiB'`, `'GC events'`
+ * or `'s'`, and `met` compares `measured` with `limit` by `comparison` (`'<='` or `'>='`). A
+ * budget that could not be measured in this run has `measured: null`, `met: null` and a `skipped` reason.
  */
 
 /**
@@ -290,6 +290,14 @@ export function computeBudgets({ micro, allocation, codemod, elapsedSeconds }) {
       baseline,
       limit,
     );
+  }
+  // Not a budget: the floor (bench/floor.mjs), what an accessor with only the contract's checks
+  // costs on the same words, beside the three RELAXED rows, so that each run tells how much of
+  // the gap to raw code any such accessor pays and how much is the library's.
+  for (const op of ['readU16LE', 'readU32LE', 'writeU32LE']) {
+    const floorRow = get(`floor relaxed ${op}`);
+    const budget = rows.find((row) => row.subject === `relaxed ${op} tso`);
+    if (floorRow !== undefined && budget !== undefined) budget.floorNs = floorRow.p50;
   }
   for (const [subject, baseline] of [
     ['flags-inline relaxed read 8B tso', 'relaxed read 8B tso'],
