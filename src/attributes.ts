@@ -117,6 +117,11 @@ function schemaFlagBits(flags: unknown, what: string): number {
  *
  * @param like - a bitfield of {@link DMAAttributes} or a {@link DMAFlags} object.
  * @param what - how error messages name the argument.
+ * A flag object is a plain object (or one with a `null` prototype); an object of another
+ * prototype (a class instance) is one too when its enumerable keys set a flag and name
+ * nothing else. An array, a typed array, or any other object that sets no flag (a `Date`, a
+ * `Map`) is refused, never taken as "no flags".
+ *
  * @returns the attributes as a number.
  * @throws {@link DMAError} `ERR_DMA_INVALID_ATTRIBUTES` for a number that is not an
  * integer within `0b0111`, a flag object with an unknown key or a non-boolean value,
@@ -137,13 +142,24 @@ export function toAttributes(like: DMAAttributesLike, what = 'attrs'): DMAAttrib
       `${what} must be an integer with no bit outside 0b0111 (READ|WRITE|RELAXED); received ${describe(like)}`,
     );
   }
-  if (typeof like === 'object' && (like as unknown) !== null) {
-    // Only plain objects are flag objects: zod's object schema would take a Date, a Map or
-    // a typed array as "no flags", which is never what the caller meant.
+  if (
+    typeof like === 'object' &&
+    (like as unknown) !== null &&
+    !Array.isArray(like) &&
+    !ArrayBuffer.isView(like)
+  ) {
+    // An object whose keys set a flag, and name nothing else, is a flag object whatever its
+    // prototype. One that sets none must be plain: zod's object schema would take a Date or
+    // a Map as "no flags", which is never what the caller meant. The prototype is looked at
+    // only then because `Object.getPrototypeOf` is the slowest step of this path, a runtime
+    // call of about 10 ns in V8 (`docs/performance.md`, "The prototype check of a flag object").
+    // Arrays and typed arrays are refused before their keys are enumerated: V8 lists every
+    // index first (a cost only: they would be refused after it too).
+    const bits = fastFlagBits(like);
+    if (bits > 0) return bits;
     const prototype: unknown = Object.getPrototypeOf(like);
     if (prototype === Object.prototype || prototype === null) {
-      const bits = fastFlagBits(like);
-      return bits >= 0 ? bits : schemaFlagBits(like, what);
+      return bits === 0 ? 0 : schemaFlagBits(like, what);
     }
   }
   throw new DMAError(

@@ -344,6 +344,56 @@ describe('flag objects agree with DMAFlagsSchema', () => {
       expect(thrown(() => toAttributes(value as DMAFlags)).code).toBe('ERR_DMA_INVALID_ATTRIBUTES');
     }
   });
+
+  it('takes an object whose keys set a flag whatever its prototype; one that sets none must be plain', () => {
+    class Flags {
+      relaxed = true;
+      read = false;
+    }
+    class NoFlags {
+      relaxed = false;
+    }
+    class Extra {
+      relaxed = true;
+      extra = 1;
+    }
+    const inherited = Object.create({ write: true }) as DMAFlags;
+    expect(toAttributes(new Flags())).toBe(RELAXED);
+    expect(toAttributes(inherited)).toBe(WRITE);
+    expect(toAttributes(Object.assign(Object.create(null) as object, { read: true }))).toBe(READ);
+    // Plain objects that set nothing are "no flags"; anything else that sets nothing is refused.
+    expect(toAttributes({})).toBe(0);
+    expect(toAttributes({ relaxed: false })).toBe(0);
+    for (const value of [new NoFlags(), new Date(0), new Map(), Object.create([]) as object]) {
+      const error = thrown(() => toAttributes(value));
+      expect(error.code).toBe('ERR_DMA_INVALID_ATTRIBUTES');
+      expect(error.message).toContain('plain DMAFlags object');
+    }
+    // An unknown key is refused on every object, and a non-plain one is not given to zod.
+    expect(thrown(() => toAttributes(new Extra() as DMAFlags)).message).toContain(
+      'plain DMAFlags object',
+    );
+    expect(thrown(() => toAttributes({ relaxed: true, extra: 1 } as DMAFlags)).message).toContain(
+      '"extra"',
+    );
+  });
+
+  it('refuses an array, even behind a Proxy, before listing its keys (V8 lists every index first)', () => {
+    let listed = 0;
+    const proxy = new Proxy([true, true], {
+      ownKeys(inner) {
+        listed++;
+        return Reflect.ownKeys(inner);
+      },
+    });
+    expect(thrown(() => toAttributes(proxy as DMAFlags)).message).toContain('an array of length 2');
+    expect(listed).toBe(0);
+    // A typed array is refused as a view (its keys are not observable without a Proxy, and a
+    // Proxy of one is not a view: it is listed, as any other object is).
+    expect(thrown(() => toAttributes(new Uint8Array(1 << 20) as DMAFlags)).message).toContain(
+      'a Uint8Array of 1048576 bytes',
+    );
+  });
 });
 
 describe('barrierFor', () => {
