@@ -5,7 +5,8 @@
  * subjectNs?, baselineNs?, floorNs? }` (`floorNs`: see bench/floor.mjs) where `unit` is `'×'`
  * (a ratio of medians), `'ns'` (a difference of medians), `'files/s'`, `'MiB'`, `'GC events'`
  * or `'s'`, and `met` compares `measured` with `limit` by `comparison` (`'<='` or `'>='`). A
- * budget that could not be measured in this run has `measured: null`, `met: null` and a `skipped` reason.
+ * budget that could not be measured in this run has `measured: null`, `met: null` and a
+ * `skipped` reason.
  */
 
 /**

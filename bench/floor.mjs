@@ -8,12 +8,13 @@
  * needs none). It has no IOMMU, no dirty log, no second region and no fallback path.
  *
  * Issue 13 measured such an accessor at 0.7–1.3× a raw typed-array access, and set the
- * library's budget at 1.5×. On this machine it is not near that (docs/performance.md, "What
- * a fixed-width accessor costs at the least"): the rows `floor …` beside `raw …` and
+ * library's budget at 1.5×. On this machine it is not near that (docs/performance.md, "The
+ * floor: what any accessor with these checks costs"): the rows `floor …` beside `raw …` and
  * `relaxed … tso` show, in every run, how much of the gap to raw code any accessor with these
  * checks pays, and how much is the library's own.
  */
 
+// The attribute bits as literals, as the library's own build inlines them (src/internal/bits.ts).
 const READ = 1;
 const WRITE = 2;
 const RELAXED = 4;

@@ -115,13 +115,13 @@ function schemaFlagBits(flags: unknown, what: string): number {
 /**
  * Converts and validates attributes given as a number or a flag object.
  *
- * @param like - a bitfield of {@link DMAAttributes} or a {@link DMAFlags} object.
- * @param what - how error messages name the argument.
  * A flag object is a plain object (or one with a `null` prototype); an object of another
  * prototype (a class instance) is one too when its enumerable keys set a flag and name
  * nothing else. An array, a typed array, or any other object that sets no flag (a `Date`, a
  * `Map`) is refused, never taken as "no flags".
  *
+ * @param like - a bitfield of {@link DMAAttributes} or a {@link DMAFlags} object.
+ * @param what - how error messages name the argument.
  * @returns the attributes as a number.
  * @throws {@link DMAError} `ERR_DMA_INVALID_ATTRIBUTES` for a number that is not an
  * integer within `0b0111`, a flag object with an unknown key or a non-boolean value,
