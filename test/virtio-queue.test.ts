@@ -1569,6 +1569,60 @@ eachContext('the same buffers copied request after request (word copies)', () =>
     ]);
   });
 
+  it('once pushed, refuses to copy even the buffers it copied request after request', () => {
+    const { vq, driver, memory } = setup();
+    const request = new Uint8Array(64);
+    const response = new Uint8Array(64).fill(0x77);
+    for (let round = 0; round < 3; round++) {
+      offer(driver, 64, round);
+      const chain = popChain(vq);
+      expect(chain.read(request)).toBe(64);
+      expect(chain.write(response)).toBe(64);
+      vq.push(chain, 64);
+      const before = new Uint8Array(memory.buffer).slice();
+      const requestBefore = request.slice();
+      for (const action of [() => chain.read(request), () => chain.write(response)]) {
+        const error = caught(action);
+        expect(error).toBeInstanceOf(DMAError);
+        expect((error as DMAError).code).toBe('ERR_DMA_INVALID_ARGUMENT');
+        expect((error as DMAError).message).toContain('chain 0');
+      }
+      expect(new Uint8Array(memory.buffer)).toEqual(before);
+      expect(request).toEqual(requestBefore);
+    }
+  });
+
+  it('copies words at the right place for a chain of several buffers after one of one each way', () => {
+    const { vq, driver } = setup();
+    const request = new Uint8Array(64);
+    const response = new Uint8Array(64);
+    for (let round = 0; round < 2; round++) {
+      offer(driver, 64, round);
+      const chain = popChain(vq);
+      chain.read(request);
+      chain.write(response);
+      vq.push(chain, 64);
+    }
+    // The same head, now two readable buffers of 32 and two writable ones of 32.
+    driver.fill(REQUEST, expected(64, 5));
+    driver.fill(RESPONSE, new Array<number>(0x60).fill(0));
+    driver.descriptor(0, REQUEST + 32, 32, NEXT, 2);
+    driver.descriptor(2, REQUEST, 32, NEXT, 3);
+    driver.descriptor(3, RESPONSE + 0x40, 32, WRITE | NEXT, 4);
+    driver.descriptor(4, RESPONSE, 32, WRITE);
+    driver.publish(0);
+    const chain = popChain(vq);
+    expect(chain.read(request)).toBe(64);
+    expect([...request]).toEqual([...expected(64, 5).slice(32), ...expected(64, 5).slice(0, 32)]);
+    response.set(expected(64, 9));
+    expect(chain.write(response)).toBe(64);
+    expect(driver.bytes(RESPONSE, 0x60)).toEqual([
+      ...expected(64, 9).slice(32),
+      ...new Array<number>(32).fill(0),
+      ...expected(64, 9).slice(0, 32),
+    ]);
+  });
+
   it('copies nothing with a buffer detached after earlier copies', () => {
     const { vq, driver, memory } = setup();
     const buf = new Uint8Array(64);

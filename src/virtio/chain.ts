@@ -137,6 +137,16 @@ export class DescriptorChain {
   /** The descriptor that held the indirect table, or -1. */
   #indirectOf = -1;
   #firstWritable = 0;
+  /** The span's guest memory as words, where the span has them (a shared backing). */
+  readonly #guestWords: Int32Array | undefined;
+  /**
+   * The element of `#guestWords` where the readable part starts when that part is one
+   * buffer, word-aligned in the span and longer than 16 bytes, else -1; `#writeWord` the same
+   * for the writable part. Set as the chain is handed out, -1 again once it is pushed: a
+   * copy that meets them copies words at once (see `read`).
+   */
+  #readWord = -1;
+  #writeWord = -1;
   /** Whether the chain is not handed out: never yet, or pushed back. */
   #pushed = true;
   #descriptors: readonly VirtqDescriptor[] | undefined;
@@ -154,6 +164,7 @@ export class DescriptorChain {
     if (token !== CREATE) throw new TypeError('DescriptorChain is made by SplitVirtqueue.pop()');
     this.#context = context;
     this.#span = span;
+    this.#guestWords = span?.store.words;
     this.#owner = owner;
     this.#ranges = ranges;
     this.#reads = reads;
@@ -212,7 +223,19 @@ export class DescriptorChain {
    * descriptor; no byte of `buf` changes then. `ERR_DMA_INVALID_ARGUMENT` for a bad argument.
    */
   read(buf: Uint8Array, offset = 0): number {
-    return this.#copy(buf, offset, false);
+    const reads = this.#reads;
+    const words = reads.of(buf);
+    // The common case in full: the readable part is one buffer (`#readWord`), the device's
+    // buffer one it uses again (its words and length known), the copy whole words.
+    const word = this.#readWord;
+    if (word >= 0 && words !== undefined && offset === 0) {
+      const count = Math.min(reads.knownLength(), this.#readableLength);
+      if (count > 16 && (count & 3) === 0) {
+        copyWords(this.#guestWords as Int32Array, word, words, 0, count >> 2);
+        return count;
+      }
+    }
+    return this.#copy(buf, words, reads, offset, false);
   }
 
   /**
@@ -226,14 +249,34 @@ export class DescriptorChain {
    * argument.
    */
   write(data: Uint8Array, offset = 0): number {
-    return this.#copy(data, offset, true);
+    const writes = this.#writes;
+    const words = writes.of(data);
+    // As in `read`: one writable buffer, a buffer the device uses again, whole words.
+    const word = this.#writeWord;
+    if (word >= 0 && words !== undefined && offset === 0) {
+      const count = Math.min(writes.knownLength(), this.#writableLength);
+      if (count > 16 && (count & 3) === 0) {
+        copyWords(words, 0, this.#guestWords as Int32Array, word, count >> 2);
+        this.#span?.dirty?.mark(this.#addrs[this.#firstWritable] as number, count);
+        return count;
+      }
+    }
+    return this.#copy(data, words, writes, offset, true);
   }
 
-  #copy(buf: Uint8Array, offset: number, toGuest: boolean): number {
+  /**
+   * Any copy `read` (`toGuest` false) or `write` makes; `words` are what `reused.of(buf)`
+   * gave for `buf`.
+   */
+  #copy(
+    buf: Uint8Array,
+    words: Int32Array | undefined,
+    reused: CallerWords,
+    offset: number,
+    toGuest: boolean,
+  ): number {
     // A buffer the device uses again has its words and its length known (`CallerWords`):
     // they stand for the brand check and the length read.
-    const reused = toGuest ? this.#writes : this.#reads;
-    const words = reused.of(buf);
     const known = words === undefined ? -1 : reused.knownLength();
     const length = known >= 0 ? known : bufferLength(buf, toGuest ? 'data' : 'buf');
     checkLength(offset, 'offset');
@@ -360,6 +403,25 @@ export class DescriptorChain {
     }
   }
 
+  /**
+   * The element of `#guestWords` where the buffers `from` to `to` start when they are one
+   * buffer, longer than 16 bytes and word-aligned inside the span; else -1.
+   */
+  #wordOf(from: number, to: number): number {
+    const span = this.#span;
+    if (to - from !== 1 || span === undefined || this.#guestWords === undefined) return -1;
+    const addr = this.#addrs[from] as number;
+    const length = this.#lengths[from] as number;
+    const offset = addr + span.delta;
+    return length > 16 &&
+      addr >= span.lo &&
+      addr + length <= span.hi &&
+      (offset & 3) === 0 &&
+      (offset | 0) === offset
+      ? offset >> 2
+      : -1;
+  }
+
   /** The fault again, its message naming the descriptor whose buffer faulted. */
   #named(fault: DMAFault, first: number): DMAFault {
     let culprit = first;
@@ -406,6 +468,8 @@ export class DescriptorChain {
         chain.#writableLength = writableLength;
         chain.#firstWritable = firstWritable;
         chain.#indirectOf = indirectOf;
+        chain.#readWord = chain.#wordOf(0, firstWritable);
+        chain.#writeWord = chain.#wordOf(firstWritable, chain.#count);
         chain.#pushed = false;
         return chain;
       },
@@ -413,6 +477,8 @@ export class DescriptorChain {
         #pushed in chain && chain.#owner === owner && !chain.#pushed ? chain.#writableLength : -1,
       claim: (chain) => {
         chain.#pushed = true;
+        chain.#readWord = -1;
+        chain.#writeWord = -1;
         return chain.#head;
       },
     };
