@@ -1083,7 +1083,8 @@ export class DMAContext {
    */
   #readLength(addr: number, buf: Uint8Array, length: number, bits: number): void {
     if (length >= 0) {
-      const offset = this.#flatOffset(addr, length);
+      let offset = this.#flatOffset(addr, length);
+      if (offset < 0 && this.#batchSlot >= 0) offset = this.#batchOffset(addr, length, READ);
       if (offset >= 0) {
         // A read asks for acquire (after) or none: nothing goes before it.
         copyOut(this.#flat, offset, buf, length);
@@ -1100,17 +1101,41 @@ export class DMAContext {
    */
   #writeLength(addr: number, data: Uint8Array, length: number, bits: number): void {
     if (length >= 0) {
-      const offset = this.#flatOffset(addr, length);
+      let offset = this.#flatOffset(addr, length);
+      let gpa = addr;
+      if (offset < 0 && this.#batchSlot >= 0) {
+        offset = this.#batchOffset(addr, length, WRITE);
+        gpa = addr + this.#winGpa;
+      }
       if (offset >= 0) {
         const strength = strengthCode(bits);
         if ((strength & RELEASE) !== 0) this.#fence.emit(strength);
         copyIn(this.#flat, offset, data, length);
-        this.#marked(addr, length);
+        this.#marked(gpa, length);
         this.#after(strength, IN, addr, length, bits);
         return;
       }
     }
     this.#transfer(addr, data, length, bits);
+  }
+
+  /**
+   * Inside a batch (the IOMMU's slot held by `batch`): the batch's generation check, then the
+   * backing offset of `length` bytes at IOVA `addr` when nothing traces and they lie in the
+   * window with permission `need`; else -1, and the access takes the path it took before
+   * (`#transfer`, which checks the generation again). What `#iommuFast` does for an access in
+   * the window, without its entry, its `try` and two levels of calls: in a batch there is no
+   * slot to take or give back, and the batch's `finally` gives its slot back if a copy throws.
+   */
+  #batchOffset(addr: number, length: number, need: number): number {
+    const iommu = this.#iommu as IommuDomain;
+    this.#batchSlot = iommuAccess.recheck(iommu, this.#batchSlot);
+    return this.#trace === undefined &&
+      length > 0 &&
+      isAddressRange(addr, length) &&
+      this.#inWindow(iommu, addr, length, need)
+      ? addr + this.#winOffset
+      : -1;
   }
 
   /**

@@ -2150,6 +2150,40 @@ describe('the translation a context keeps from its last IOTLB hit', () => {
     expect(view(base + 196, 8).getBigUint64(0, true)).toBe(0x0102_0304_0506_0708n);
   });
 
+  it.each(['read', 'write'] as const)(
+    'a %s in the window of an open batch faults after an unmap made through another handle in this thread',
+    (op) => {
+      const memory = newMemory();
+      const original = new IommuDomain();
+      original.map(IOVA, 2 * PAGE, PAGE, BIDIRECTIONAL);
+      // Another object on the same table: its IOTLB is its own, as in another thread, so
+      // only the batch's generation check can tell it that the mapping went away.
+      const copy = IommuDomain.fromHandle(original.handle());
+      const ctx = new DMAContext(memory, { iommu: copy });
+      const buf = pattern(64, 9);
+      let fault: unknown;
+      let before: Uint8Array | undefined;
+      ctx.batch(() => {
+        keep(ctx, IOVA);
+        ctx.write(IOVA + 64, pattern(64, 4), RELAXED); // in the window, before the unmap
+        // The batch holds its slot, so this waits for the stall limit (about 1 s) first.
+        expect(original.unmap(IOVA, PAGE)).toBe(PAGE);
+        before = snapshot(memory);
+        const held = buf.slice();
+        try {
+          if (op === 'read') ctx.read(IOVA + 64, buf, RELAXED);
+          else ctx.write(IOVA + 64, buf, RELAXED);
+        } catch (error) {
+          fault = error;
+        }
+        expect(buf).toEqual(held);
+      });
+      expect(fault).toBeInstanceOf(DMAFault);
+      expect((fault as DMAFault).code).toBe('ERR_DMA_IOMMU_UNMAPPED');
+      expect(snapshot(memory)).toEqual(before);
+    },
+  );
+
   it('marks the dirty log at the guest-physical page of a write served by it', () => {
     const memory = new GuestMemory({ size: 8 * PAGE, dirtyLog: { clients: ['code'] } });
     const code = memory.dirtyLog('code');
