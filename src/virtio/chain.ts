@@ -25,6 +25,24 @@ export interface VirtqDescriptor {
   readonly indirect: boolean;
 }
 
+/**
+ * The bytes `read` or `write` copies by words at once, or -1 for the general copy: the part
+ * is one buffer (`word`, its first word in guest memory, is not -1), the device's buffer is
+ * one it used in the previous call (`words` and its real length known, see `CallerWords`),
+ * the copy starts at 0 and is whole words, more than 16 bytes (what `#one` copies by words).
+ */
+function wordCount(
+  word: number,
+  words: Int32Array | undefined,
+  reused: CallerWords,
+  offset: number,
+  part: number,
+): number {
+  if (word < 0 || words === undefined || offset !== 0) return -1;
+  const count = Math.min(reused.knownLength(), part);
+  return count > 16 && (count & 3) === 0 ? count : -1;
+}
+
 const CREATE = Symbol('DescriptorChain');
 
 /**
@@ -225,17 +243,11 @@ export class DescriptorChain {
   read(buf: Uint8Array, offset = 0): number {
     const reads = this.#reads;
     const words = reads.of(buf);
-    // The common case in full: the readable part is one buffer (`#readWord`), the device's
-    // buffer one it uses again (its words and length known), the copy whole words.
     const word = this.#readWord;
-    if (word >= 0 && words !== undefined && offset === 0) {
-      const count = Math.min(reads.knownLength(), this.#readableLength);
-      if (count > 16 && (count & 3) === 0) {
-        copyWords(this.#guestWords as Int32Array, word, words, 0, count >> 2);
-        return count;
-      }
-    }
-    return this.#copy(buf, words, reads, offset, false);
+    const count = wordCount(word, words, reads, offset, this.#readableLength);
+    if (count < 0) return this.#copy(buf, words, reads, offset, false);
+    copyWords(this.#guestWords as Int32Array, word, words as Int32Array, 0, count >> 2);
+    return count;
   }
 
   /**
@@ -251,17 +263,12 @@ export class DescriptorChain {
   write(data: Uint8Array, offset = 0): number {
     const writes = this.#writes;
     const words = writes.of(data);
-    // As in `read`: one writable buffer, a buffer the device uses again, whole words.
     const word = this.#writeWord;
-    if (word >= 0 && words !== undefined && offset === 0) {
-      const count = Math.min(writes.knownLength(), this.#writableLength);
-      if (count > 16 && (count & 3) === 0) {
-        copyWords(words, 0, this.#guestWords as Int32Array, word, count >> 2);
-        this.#span?.dirty?.mark(this.#addrs[this.#firstWritable] as number, count);
-        return count;
-      }
-    }
-    return this.#copy(data, words, writes, offset, true);
+    const count = wordCount(word, words, writes, offset, this.#writableLength);
+    if (count < 0) return this.#copy(data, words, writes, offset, true);
+    copyWords(words as Int32Array, 0, this.#guestWords as Int32Array, word, count >> 2);
+    this.#span?.dirty?.mark(this.#addrs[this.#firstWritable] as number, count);
+    return count;
   }
 
   /**
