@@ -300,6 +300,13 @@ export function computeBudgets({ micro, allocation, codemod, elapsedSeconds }) {
     const budget = rows.find((row) => row.subject === `relaxed ${op} tso`);
     if (floorRow !== undefined && budget !== undefined) budget.floorNs = floorRow.p50;
   }
+  // And the IOTLB hit's floor: the same load behind the least the unmap protocol needs (one
+  // compareExchange to enter, a generation check, one IOTLB entry, a plain store to leave).
+  {
+    const floorRow = get('floor iommu relaxed readU32LE');
+    const budget = rows.find((row) => row.subject === 'iommu readU32LE single page');
+    if (floorRow !== undefined && budget !== undefined) budget.floorNs = floorRow.p50;
+  }
   for (const [subject, baseline] of [
     ['flags-inline relaxed read 8B tso', 'relaxed read 8B tso'],
     ['flags-inline relaxed write 8B tso', 'relaxed write 8B tso'],

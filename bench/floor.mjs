@@ -91,3 +91,73 @@ export class FloorAccessor {
     else this.#u32[index] = value;
   }
 }
+
+/** The in-flight slot's free value, and the IOTLB window's permission bits. */
+const SLOT_FREE = 0;
+
+/**
+ * The floor of the IOMMU rows: {@link FloorAccessor}'s `readU32LE` behind the least an IOTLB
+ * hit needs under the library's unmap protocol (src/iommu.ts): take an in-flight slot with one
+ * `Atomics.compareExchange` (the store-load fence that pairs with `unmap`), load the shared
+ * generation and compare it with the one the IOTLB was filled under, check that the address
+ * lies in one cached entry with the needed permission, access, and give the slot back with a
+ * plain store (a release on x86, as the library does there). It has one IOTLB entry, never
+ * misses, never flushes and has no fault path.
+ */
+export class FloorIommuAccessor {
+  #u32;
+  #slots;
+  #generation;
+  #tlbGeneration = 0;
+  #lo;
+  #hi;
+  #delta;
+  #perm = READ | WRITE;
+  /** @type {((addr: number) => void) | undefined} */
+  #trace;
+
+  /**
+   * @param {ArrayBufferLike} buffer the guest memory's backing.
+   * @param {number} iova the IOVA where the one mapping starts (guest address 0).
+   * @param {number} size the mapping's bytes.
+   */
+  constructor(buffer, iova, size) {
+    this.#u32 = new Uint32Array(buffer);
+    const shared = new Int32Array(new SharedArrayBuffer(64));
+    this.#slots = shared.subarray(0, 8);
+    this.#generation = shared.subarray(8, 9);
+    this.#lo = iova;
+    this.#hi = iova + size;
+    this.#delta = -iova;
+    this.#trace = undefined;
+  }
+
+  /** @param {number} addr @param {number} [attrs] */
+  readU32LE(addr, attrs) {
+    const bits = attrs === undefined ? READ : attrs | READ;
+    if (typeof attrs === 'number' && (attrs & (READ | RELAXED)) !== attrs) {
+      throw new TypeError(`bad attributes ${String(attrs)}`);
+    }
+    if (typeof addr !== 'number' || !(addr >= 0)) {
+      throw new RangeError(`address ${String(addr)} is not an IOVA`);
+    }
+    const slots = this.#slots;
+    if (Atomics.compareExchange(slots, 0, SLOT_FREE, 1) !== SLOT_FREE) {
+      throw new Error('the floor has one slot');
+    }
+    if (this.#generation[0] !== this.#tlbGeneration) throw new Error('the floor never flushes');
+    if (addr < this.#lo || addr + 4 > this.#hi || (this.#perm & READ) === 0) {
+      slots[0] = SLOT_FREE;
+      throw new RangeError(`IOVA ${addr} misses the floor's one entry`);
+    }
+    const offset = addr + this.#delta;
+    if ((offset & 3) !== 0 || (offset | 0) !== offset) {
+      slots[0] = SLOT_FREE;
+      throw new RangeError(`address ${addr} is not aligned to 4`);
+    }
+    if (this.#trace !== undefined) this.#trace(addr);
+    const value = bits === READ ? Atomics.load(this.#u32, offset / 4) : this.#u32[offset / 4];
+    slots[0] = SLOT_FREE;
+    return value;
+  }
+}

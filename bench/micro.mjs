@@ -16,7 +16,7 @@ import {
   dmaMemoryWrite,
   DMADirection,
 } from 'dma-attrs/legacy';
-import { FloorAccessor } from './floor.mjs';
+import { FloorAccessor, FloorIommuAccessor } from './floor.mjs';
 
 const { BIDIRECTIONAL, RELAXED } = DMAAttributes;
 
@@ -267,6 +267,12 @@ export function microBenchmarks(doNotOptimize) {
   });
   add('floor relaxed writeU32LE', floorMeta('writeU32LE', 4), () => {
     floor.writeU32LE(word(), next(), RELAXED);
+  });
+  // The same load behind the least an IOTLB hit needs (bench/floor.mjs): what any IOMMU with
+  // the library's unmap protocol adds to a single access.
+  const floorIommu = new FloorIommuAccessor(buffer, IOVA_BASE, MEMORY_SIZE);
+  add('floor iommu relaxed readU32LE', floorMeta('readU32LE', 4), () => {
+    doNotOptimize(floorIommu.readU32LE(IOVA_BASE + word(), RELAXED));
   });
 
   // ---- flag objects beside numeric attributes -----------------------------------------------

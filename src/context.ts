@@ -34,12 +34,27 @@ import {
   invalidArgument,
   notInstance,
 } from './internal/check.js';
-import { copyIn, copyOut, copyPieces, emptyList, type GuestStore } from './internal/copy.js';
+import {
+  CallerWords,
+  copyIn,
+  copyOut,
+  copyPieces,
+  copyWords,
+  emptyList,
+  type GuestStore,
+} from './internal/copy.js';
 import { describe } from './internal/describe.js';
 import { uint8Length } from './internal/intrinsics.js';
 import { iommuAccess, isIommuDomain, type IommuDomain } from './iommu.js';
 import { isGuestMemory, memoryParts, unassigned, type GuestMemory } from './memory.js';
 
+/**
+ * The reads that `#readWords` may copy word by word: longer than this (shorter ones have
+ * copyOut's own word path) and at most {@link WORDS_MAX}, above which the scratch buffer and
+ * `set` are faster (and above which copyOut makes a view: one allocation either way).
+ */
+const WORDS_MIN = 16;
+const WORDS_MAX = 192;
 const HOST_LITTLE_ENDIAN = new Uint8Array(Uint16Array.of(1).buffer)[0] === 1;
 
 /** What a {@link DMATraceEvent} records. `rw` and fixed-width accessors trace as `read` or `write`. */
@@ -311,6 +326,8 @@ export class DMAContext {
   readonly #memory: GuestMemory;
   /** The memory's address layer: where guest ranges live, and the views of the backing. */
   readonly #flat: FlatView;
+  /** The caller's last buffer read into, as words (see `#readWords`). */
+  readonly #lastRead = new CallerWords();
   readonly #fence: Fence;
   /** The memory's dirty log, or undefined: every write marks it after its bytes are stored. */
   readonly #dirty: DirtyBitmap | undefined;
@@ -444,7 +461,10 @@ export class DMAContext {
     const length = uint8Length(buf);
     const bits = impliedBits(attrs, READ, 'read');
     if (length >= 0 && this.#inSpan(addr, length)) {
-      copyOut(this.#flat, addr + this.#delta, buf, length);
+      const offset = addr + this.#delta;
+      if (length <= WORDS_MIN || !this.#readWords(offset, buf, length)) {
+        copyOut(this.#flat, offset, buf, length);
+      }
       if (bits === READ) this.#fence.emit(ACQUIRE);
     } else {
       this.#readLength(addr, buf, length, bits);
@@ -1087,7 +1107,9 @@ export class DMAContext {
       if (offset < 0 && this.#batchSlot >= 0) offset = this.#batchOffset(addr, length, READ);
       if (offset >= 0) {
         // A read asks for acquire (after) or none: nothing goes before it.
-        copyOut(this.#flat, offset, buf, length);
+        if (length <= WORDS_MIN || !this.#readWords(offset, buf, length)) {
+          copyOut(this.#flat, offset, buf, length);
+        }
         this.#after(strengthCode(bits), OUT, addr, length, bits);
         return;
       }
@@ -1117,6 +1139,27 @@ export class DMAContext {
       }
     }
     this.#transfer(addr, data, length, bits);
+  }
+
+  /**
+   * Copies `length` bytes of guest memory at backing offset `offset` into a caller's buffer
+   * that this context read into in its previous read too (`CallerWords`), word by word, when
+   * both are word-aligned, the backing is shared and the copy is longer than
+   * {@link WORDS_MIN} and at most {@link WORDS_MAX} bytes; else moves nothing and returns
+   * false. Between those lengths a read otherwise goes through the scratch buffer and a
+   * builtin `set`, which costs twice the word loop; a write needs neither (its `set` copies
+   * straight from the caller's buffer) and never comes here. `length` is the buffer's real
+   * length, read for this access, so the words cover it unless the buffer was detached or
+   * shrunk since they were made, which leaves them shorter.
+   */
+  #readWords(offset: number, buf: Uint8Array, length: number): boolean {
+    const guest = this.#flat.words;
+    if (guest === undefined || length > WORDS_MAX || ((offset | length) & 3) !== 0) return false;
+    if ((offset | 0) !== offset) return false;
+    const words = this.#lastRead.of(buf);
+    if (words === undefined || words.length < length >> 2) return false;
+    copyWords(guest, offset >> 2, words, 0, length >> 2);
+    return true;
   }
 
   /**
@@ -1228,7 +1271,9 @@ export class DMAContext {
     try {
       if ((strength & RELEASE) !== 0) this.#fence.emit(strength);
       if (toGuest) copyIn(this.#flat, offset, buf, length);
-      else copyOut(this.#flat, offset, buf, length);
+      else if (length <= WORDS_MIN || !this.#readWords(offset, buf, length)) {
+        copyOut(this.#flat, offset, buf, length);
+      }
     } finally {
       this.#leave(slot);
     }
