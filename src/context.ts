@@ -49,12 +49,26 @@ import { iommuAccess, isIommuDomain, type IommuDomain } from './iommu.js';
 import { isGuestMemory, memoryParts, unassigned, type GuestMemory } from './memory.js';
 
 /**
- * The reads that `#readWords` may copy word by word: longer than this (shorter ones have
- * copyOut's own word path) and at most {@link WORDS_MAX}, above which the scratch buffer and
- * `set` are faster (and above which copyOut makes a view: one allocation either way).
+ * The reads that `#readWords` may copy word by word: at most {@link WORDS_MAX} bytes, above
+ * which the scratch buffer and `set` are faster (and above which copyOut makes a view: one
+ * allocation either way). On the IOMMU's and the batch's paths also longer than
+ * `WORDS_MIN`: shorter ones there keep copyOut's own word path, whose inlined copy is the
+ * whole cost of a descriptor read; `read`'s direct path takes the word copy from 4 bytes on,
+ * which costs half as much (8 B: 17-19 against 10-15 ns).
  */
 const WORDS_MIN = 16;
 const WORDS_MAX = 192;
+
+/**
+ * The real length of `buf` (-1: not a buffer) for an access with a buffer other than the one
+ * `reused` knows the length of, which `reused` then holds: from the buffer's second access in
+ * a row on, `reused` knows its length and words, and the access needs neither the brand check
+ * nor the length read.
+ */
+function firstUse(reused: CallerWords, buf: Uint8Array): number {
+  reused.note(buf);
+  return uint8Length(buf);
+}
 const HOST_LITTLE_ENDIAN = new Uint8Array(Uint16Array.of(1).buffer)[0] === 1;
 
 /** What a {@link DMATraceEvent} records. `rw` and fixed-width accessors trace as `read` or `write`. */
@@ -443,8 +457,12 @@ export class DMAContext {
    */
   rw(addr: number, buf: Uint8Array, attrs: DMAAttributesLike): void {
     const bits = directedBits(attrs, 'rw', true);
-    if ((bits & READ) !== 0) this.#readLength(addr, buf, uint8Length(buf), bits);
-    else this.#writeLength(addr, buf, uint8Length(buf), bits);
+    if ((bits & READ) !== 0) {
+      const known = this.#lastRead.lengthOf(buf);
+      this.#readLength(addr, buf, known >= 0 ? known : firstUse(this.#lastRead, buf), bits);
+    } else {
+      this.#writeLength(addr, buf, uint8Length(buf), bits);
+    }
   }
 
   /**
@@ -458,10 +476,17 @@ export class DMAContext {
    * @category Transfers
    */
   read(addr: number, buf: Uint8Array, attrs?: DMAAttributesLike): void {
-    const length = uint8Length(buf);
+    // The attributes first: a flag object's getter may detach or shrink `buf`, so its length
+    // is read after them, when no code of the caller's runs before the copy.
     const bits = impliedBits(attrs, READ, 'read');
+    let length = this.#lastRead.lengthOf(buf);
+    const reused = length >= 0;
+    if (!reused) length = firstUse(this.#lastRead, buf);
     if (length >= 0 && this.#inSpan(addr, length)) {
-      this.#copyOut(addr + this.#delta, buf, length);
+      const offset = addr + this.#delta;
+      if (!reused || !this.#readWords(offset, buf, length)) {
+        copyOut(this.#flat, offset, buf, length);
+      }
       if (bits === READ) this.#fence.emit(ACQUIRE);
     } else {
       this.#readLength(addr, buf, length, bits);
@@ -479,8 +504,8 @@ export class DMAContext {
    * @category Transfers
    */
   write(addr: number, data: Uint8Array, attrs?: DMAAttributesLike): void {
-    const length = uint8Length(data);
     const bits = impliedBits(attrs, WRITE, 'write');
+    const length = uint8Length(data);
     if (length >= 0 && this.#inSpan(addr, length)) {
       if (bits === WRITE) this.#fence.emit(RELEASE);
       copyIn(this.#flat, addr + this.#delta, data, length);
@@ -1149,10 +1174,10 @@ export class DMAContext {
 
   /**
    * Copies `length` bytes of guest memory at backing offset `offset` into a caller's buffer
-   * that this context read into in its previous read too (`CallerWords`), word by word, when
-   * both are word-aligned, the backing is shared and the copy is longer than
-   * {@link WORDS_MIN} and at most {@link WORDS_MAX} bytes; else moves nothing and returns
-   * false. Between those lengths a read otherwise goes through the scratch buffer and a
+   * whose length `#lastRead` knows (`read` or `rw` read into it the time before too, see
+   * `CallerWords`), word by word, when both are word-aligned, the backing is shared and the
+   * copy is at most {@link WORDS_MAX} bytes; else moves nothing and returns false. From 17
+   * bytes up to that length a read otherwise goes through the scratch buffer and a
    * builtin `set`, which costs twice the word loop; a write needs neither (its `set` copies
    * straight from the caller's buffer) and never comes here. `length` is the buffer's real
    * length, read for this access, so the words cover it unless the buffer was detached or
@@ -1162,8 +1187,11 @@ export class DMAContext {
     const guest = this.#flat.words;
     if (guest === undefined || length > WORDS_MAX) return false;
     if (((offset | length) & 3) !== 0 || (offset | 0) !== offset) return false;
-    const words = this.#lastRead.of(buf);
-    if (words === undefined || words.length < length >> 2) return false;
+    const reused = this.#lastRead;
+    const words = reused.words;
+    if (reused.lengthOf(buf) < 0 || words === undefined || words.length < length >> 2) {
+      return false;
+    }
     copyWords(guest, offset >> 2, words, 0, length >> 2);
     return true;
   }

@@ -103,6 +103,32 @@ describe('a lying length is never the length of the access', () => {
     expect(guest(memory, 8)).toEqual(ascending(8));
   });
 
+  // The attributes are read before the buffer's length: a flag object's getter that detaches
+  // the buffer leaves a zero-length access, not a copy of a length the buffer no longer has
+  // (which stored zeros in guest memory for 8 bytes and threw a TypeError for others).
+  describe.each([6, 8, 64])('a flag getter that detaches the buffer (%i bytes)', (length) => {
+    const detaching = (buf: Uint8Array<ArrayBuffer>) => ({
+      get relaxed() {
+        structuredClone(buf.buffer, { transfer: [buf.buffer] });
+        return true;
+      },
+    });
+
+    it.each(['write', 'read'] as const)('makes %s a zero-length access', (op) => {
+      const { memory, ctx } = setup();
+      const buf = new Uint8Array(length).fill(0xee);
+      ctx[op](128, buf);
+      ctx[op](128, buf);
+      expect(
+        codeOf(() => {
+          ctx[op](0, buf, detaching(buf));
+        }),
+      ).toBeUndefined();
+      expect(buf.byteLength).toBe(0);
+      expect(guest(memory, 64)).toEqual(ascending(64));
+    });
+  });
+
   it('a length-tracking view of a resizable buffer is its current length', () => {
     // ES2024 resizable buffers, in Node 20 but not in this project's ES2022 lib types.
     const Resizable = ArrayBuffer as unknown as new (

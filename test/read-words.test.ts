@@ -22,6 +22,11 @@ function fill(memory: GuestMemory, addr: number, length: number, seed: number): 
   return bytes;
 }
 
+/** The real bytes of a buffer, read past an own `length` it was given. */
+function realBytes(view: Uint8Array): number[] {
+  return [...new Uint8Array(view.buffer, view.byteOffset, view.byteLength)];
+}
+
 function contexts(): [string, GuestMemory, DMAContext, number][] {
   const memory = new GuestMemory({ size: SIZE });
   const domain = new IommuDomain();
@@ -33,14 +38,40 @@ function contexts(): [string, GuestMemory, DMAContext, number][] {
 }
 
 describe.each(contexts())('a read into the same buffer again (%s)', (_, memory, ctx, base) => {
-  it.each([20, 64, 128, 192, 196, 256])('copies %i bytes right on every read', (length) => {
-    const buf = new Uint8Array(length);
-    for (let round = 0; round < 4; round++) {
-      const addr = 0x1000 + round * 4;
-      const bytes = fill(memory, addr, length, round);
-      ctx.read(base + addr, buf, RELAXED);
-      expect([...buf]).toEqual(bytes);
-    }
+  it.each([4, 6, 8, 12, 16, 20, 64, 128, 192, 196, 256])(
+    'copies %i bytes right on every read',
+    (length) => {
+      const buf = new Uint8Array(length);
+      for (let round = 0; round < 4; round++) {
+        const addr = 0x1000 + round * 4;
+        const bytes = fill(memory, addr, length, round);
+        ctx.read(base + addr, buf, RELAXED);
+        expect([...buf]).toEqual(bytes);
+      }
+    },
+  );
+
+  it('reads the real length of a buffer used again, whatever `length` it claims since', () => {
+    const buf = new Uint8Array(16);
+    fill(memory, 0x1800, 16, 1);
+    ctx.read(base + 0x1800, buf, RELAXED);
+    ctx.read(base + 0x1800, buf, RELAXED);
+    Object.defineProperty(buf, 'length', { value: 8 });
+    const bytes = fill(memory, 0x1800, 16, 2);
+    ctx.read(base + 0x1800, buf, RELAXED);
+    expect(realBytes(buf)).toEqual(bytes);
+  });
+
+  it('copies nothing into a small buffer detached since its last read', () => {
+    const buf = new Uint8Array(8);
+    const bytes = fill(memory, 0x1c00, 8, 3);
+    ctx.read(base + 0x1c00, buf, RELAXED);
+    ctx.read(base + 0x1c00, buf, RELAXED);
+    const moved = structuredClone(buf.buffer, { transfer: [buf.buffer] });
+    fill(memory, 0x1c00, 8, 4);
+    ctx.read(base + 0x1c00, buf, RELAXED);
+    expect(buf.byteLength).toBe(0);
+    expect([...new Uint8Array(moved)]).toEqual(bytes);
   });
 
   it('copies right at an address that is not word-aligned, and into an unaligned buffer', () => {

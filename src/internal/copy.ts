@@ -202,20 +202,32 @@ export class CallerWords {
    * buffer that does not qualify. The caller checks their length against its copy.
    */
   of(buf: Uint8Array): Int32Array | undefined {
+    if (buf === this.#last && this.#made) return this.#words;
+    this.note(buf);
+    return this.#words;
+  }
+
+  /**
+   * {@link CallerWords.of} without its answer: holds `buf` as the last buffer, and makes its
+   * words on its second use in a row.
+   */
+  note(buf: Uint8Array): void {
     if (buf !== this.#last) {
       this.#last = buf;
       this.#words = undefined;
       this.#made = false;
-      return undefined;
+    } else if (!this.#made) {
+      this.#make(buf);
     }
-    if (!this.#made) {
-      this.#made = true;
-      const words = callerWords(buf);
-      this.#words = words;
-      this.#length =
-        words === undefined || isResizable(bufferOfView(buf)) ? -1 : byteLengthOfView(buf);
-    }
-    return this.#words;
+  }
+
+  /** Makes the words of `buf`, the last buffer, on its second use (once per buffer). */
+  #make(buf: Uint8Array): void {
+    this.#made = true;
+    const words = callerWords(buf);
+    this.#words = words;
+    this.#length =
+      words === undefined || isResizable(bufferOfView(buf)) ? -1 : byteLengthOfView(buf);
   }
 
   /**
@@ -227,6 +239,23 @@ export class CallerWords {
   knownLength(): number {
     const words = this.#words;
     return words !== undefined && words.length !== 0 ? this.#length : -1;
+  }
+
+  /**
+   * {@link CallerWords.knownLength} when `buf` is the buffer whose words the last call of
+   * {@link CallerWords.of} gave, else -1; changes nothing. No code of the caller's runs.
+   */
+  lengthOf(buf: Uint8Array): number {
+    const words = this.#words;
+    return buf === this.#last && words !== undefined && words.length !== 0 ? this.#length : -1;
+  }
+
+  /**
+   * The words last made, which stand for `buf` when {@link CallerWords.lengthOf} gives its
+   * length: use them only then.
+   */
+  get words(): Int32Array | undefined {
+    return this.#words;
   }
 }
 
