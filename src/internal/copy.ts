@@ -323,20 +323,27 @@ function guestView(store: GuestStore, at: number, length: number): Uint8Array {
 export function copyIn(store: GuestStore, at: number, data: Uint8Array, length: number): void {
   const offset = at | 0;
   if ((length & 3) === 0 && length <= LOOP_OUT && offset === at) {
-    // Whole words up to 16 bytes, as in copyOut: every load from `data` (which may overlap
-    // guest memory) before the first store. Any other length is one builtin `set`.
-    const view = store.view;
-    const w0 = length >= 4 ? loadBytes(data, 0) : 0;
-    const w1 = length >= 8 ? loadBytes(data, 4) : 0;
-    const w2 = length >= 12 ? loadBytes(data, 8) : 0;
-    const w3 = length === 16 ? loadBytes(data, 12) : 0;
-    if (length >= 4) view.setInt32(offset, w0, true);
-    if (length >= 8) view.setInt32(offset + 4, w1, true);
-    if (length >= 12) view.setInt32(offset + 8, w2, true);
-    if (length === 16) view.setInt32(offset + 12, w3, true);
+    copyWordsIn(store.view, offset, data, length);
   } else {
     store.bytes.set(data, at);
   }
+}
+
+/**
+ * {@link copyIn} of whole words up to 16 bytes, as {@link copyWordsOut}: every load from
+ * `data` (which may overlap guest memory) before the first store. Any other length is one
+ * builtin `set`. Apart from copyIn so that a caller that only writes longer buffers does not
+ * spend V8's inlining budget on it.
+ */
+function copyWordsIn(view: DataView, offset: number, data: Uint8Array, length: number): void {
+  const w0 = length >= 4 ? loadBytes(data, 0) : 0;
+  const w1 = length >= 8 ? loadBytes(data, 4) : 0;
+  const w2 = length >= 12 ? loadBytes(data, 8) : 0;
+  const w3 = length === 16 ? loadBytes(data, 12) : 0;
+  if (length >= 4) view.setInt32(offset, w0, true);
+  if (length >= 8) view.setInt32(offset + 4, w1, true);
+  if (length >= 12) view.setInt32(offset + 8, w2, true);
+  if (length === 16) view.setInt32(offset + 12, w3, true);
 }
 
 /**
