@@ -69,6 +69,7 @@ function firstUse(reused: CallerWords, buf: Uint8Array): number {
   reused.note(buf);
   return uint8Length(buf);
 }
+
 const HOST_LITTLE_ENDIAN = new Uint8Array(Uint16Array.of(1).buffer)[0] === 1;
 
 /** What a {@link DMATraceEvent} records. `rw` and fixed-width accessors trace as `read` or `write`. */
@@ -484,7 +485,7 @@ export class DMAContext {
     if (!reused) length = firstUse(this.#lastRead, buf);
     if (length >= 0 && this.#inSpan(addr, length)) {
       const offset = addr + this.#delta;
-      if (!reused || !this.#readWords(offset, buf, length)) {
+      if (!reused || !this.#readWords(offset, length)) {
         copyOut(this.#flat, offset, buf, length);
       }
       if (bits === READ) this.#fence.emit(ACQUIRE);
@@ -1163,19 +1164,24 @@ export class DMAContext {
 
   /**
    * Every read's copy out of guest memory at backing offset `offset`: {@link
-   * DMAContext.#readWords} when it applies, else `copyOut`. Short reads skip the test, so
-   * that copyOut's inlined word path stays the whole cost of a descriptor read.
+   * DMAContext.#readWords} when `#lastRead` knows the buffer, else `copyOut`. Short reads
+   * skip the test, so that copyOut's inlined word path stays the whole cost of a descriptor
+   * read.
    */
   #copyOut(offset: number, buf: Uint8Array, length: number): void {
-    if (length <= WORDS_MIN || !this.#readWords(offset, buf, length)) {
+    if (
+      length <= WORDS_MIN ||
+      this.#lastRead.lengthOf(buf) < 0 ||
+      !this.#readWords(offset, length)
+    ) {
       copyOut(this.#flat, offset, buf, length);
     }
   }
 
   /**
-   * Copies `length` bytes of guest memory at backing offset `offset` into a caller's buffer
-   * whose length `#lastRead` knows (`read` or `rw` read into it the time before too, see
-   * `CallerWords`), word by word, when both are word-aligned, the backing is shared and the
+   * Copies `length` bytes of guest memory at backing offset `offset` into the caller's buffer
+   * whose length `#lastRead` knows, which the caller has checked (`read` or `rw` read into it
+   * the time before too, see `CallerWords`), word by word, when both are word-aligned, the backing is shared and the
    * copy is at most {@link WORDS_MAX} bytes; else moves nothing and returns false. From 17
    * bytes up to that length a read otherwise goes through the scratch buffer and a
    * builtin `set`, which costs twice the word loop; a write needs neither (its `set` copies
@@ -1183,15 +1189,12 @@ export class DMAContext {
    * length, read for this access, so the words cover it unless the buffer was detached or
    * shrunk since they were made, which leaves them shorter.
    */
-  #readWords(offset: number, buf: Uint8Array, length: number): boolean {
+  #readWords(offset: number, length: number): boolean {
     const guest = this.#flat.words;
     if (guest === undefined || length > WORDS_MAX) return false;
     if (((offset | length) & 3) !== 0 || (offset | 0) !== offset) return false;
-    const reused = this.#lastRead;
-    const words = reused.words;
-    if (reused.lengthOf(buf) < 0 || words === undefined || words.length < length >> 2) {
-      return false;
-    }
+    const words = this.#lastRead.words;
+    if (words === undefined || words.length < length >> 2) return false;
     copyWords(guest, offset >> 2, words, 0, length >> 2);
     return true;
   }

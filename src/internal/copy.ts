@@ -246,8 +246,7 @@ export class CallerWords {
    * {@link CallerWords.of} gave, else -1; changes nothing. No code of the caller's runs.
    */
   lengthOf(buf: Uint8Array): number {
-    const words = this.#words;
-    return buf === this.#last && words !== undefined && words.length !== 0 ? this.#length : -1;
+    return buf === this.#last ? this.knownLength() : -1;
   }
 
   /**
